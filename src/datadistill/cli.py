@@ -1,0 +1,364 @@
+"""The ``datadistill`` command: parses, calls the library, prints. Nothing else lives here."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+EXIT_INTERRUPTED = 130
+
+
+def _parse_value(cls, key: str, text: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    t = hints.get(key)
+    tname = getattr(t, "__name__", str(t))
+    low = text.strip().lower()
+    if low in ("none", "null") and "None" in str(t):
+        return None
+    try:
+        if t is bool:
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if t is int:
+            return int(text)
+        if t is float:
+            return float(text)
+        if t in (str, typing.Optional[str]) or "str" in str(t):
+            return text
+        return json.loads(text)
+    except (ValueError, json.JSONDecodeError):
+        raise SystemExit(f"error: --set {key}={text}: expected a value of type {tname}") from None
+
+
+def _method_params(cls, sets: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in sets or []:
+        if "=" not in item:
+            raise SystemExit(f"error: --set takes key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        k = k.strip().replace("-", "_")
+        if k not in cls.param_names():
+            raise SystemExit(f"error: {cls.name} has no parameter {k!r}; its parameters: "
+                             f"{', '.join(cls.param_names())}")
+        out[k] = _parse_value(cls, k, v)
+    return out
+
+
+def _err(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_list(args) -> int:
+    from .coresets import CORESETS
+    from .data import DATASETS
+    from .distillers import DISTILLERS
+    from .evaluate import PROTOCOLS
+    from .models import MODELS
+
+    what = {"methods": DISTILLERS, "datasets": DATASETS, "models": MODELS, "coresets": CORESETS}
+    kinds = [args.what] if args.what else list(what) + ["protocols"]
+    for k in kinds:
+        if k == "protocols":
+            print("protocols: " + ", ".join(f"{n} ({p.epochs} epochs x {p.num_models} models)"
+                                             for n, p in PROTOCOLS.items()))
+            continue
+        if k == "methods" and args.verbose:
+            for n in DISTILLERS.names():
+                cls = DISTILLERS.get(n)
+                print(f"{n}: presets {sorted(cls.presets) or '-'}; parameters "
+                      + ", ".join(f"{p}={getattr(cls(), p)!r}" for p in cls.param_names()))
+            continue
+        print(f"{k}: " + ", ".join(what[k].names()))
+    return 0
+
+
+def _load_data(dataset: str, data_dir, zca: bool = False):
+    from .data import load_dataset
+
+    kw = {"zca": True} if zca else {}
+    return load_dataset(dataset, data_dir=data_dir, **kw)
+
+
+def cmd_distill(args) -> int:
+    from . import runtime
+    from .distillers import DISTILLERS, NonFiniteLossError
+    from .report import curve_png, image_grid
+
+    out = Path(args.out)
+    run_file = out / "run.json"
+    if args.resume and run_file.exists():
+        saved = json.loads(run_file.read_text())
+        for k, v in saved.items():
+            if getattr(args, k, None) in (None, [], False):
+                setattr(args, k, v)
+    if not args.method or not args.dataset:
+        return _err("distill needs --method and --dataset (or --resume on a run folder)")
+    cls = DISTILLERS.get(args.method)
+    params = _method_params(cls, args.set)
+    for flag in ("iterations", "seed", "precision", "device"):
+        v = getattr(args, flag)
+        if v is not None:
+            params[flag] = v
+    distiller = cls.from_config(args.preset, **params)
+    print(f"[datadistill] allocator: {runtime.tune_allocator()}; device: "
+          f"{runtime.resolve_device(distiller.device)}; precision: {distiller.precision}", file=sys.stderr)
+    real = _load_data(args.dataset, args.data_dir, args.zca)
+    budget = {k: getattr(args, k) for k in ("ratio", "users") if getattr(args, k) is not None}
+    syn = distiller.init_synset(real, ipc=args.ipc, **budget)
+    syn.meta["dataset_source"] = args.dataset
+    out.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps({k: getattr(args, k) for k in (
+        "method", "dataset", "ipc", "ratio", "users", "preset", "set", "iterations", "seed",
+        "precision", "data_dir", "zca")}, indent=2))
+    log = open(out / "log.jsonl", "a")
+    history: list[tuple[float, float]] = []
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+        bar = tqdm(total=distiller.iterations, desc=f"{args.method}", unit="it", file=sys.stderr,
+                   dynamic_ncols=True)
+
+    def progress(ev):
+        log.write(json.dumps(ev) + "\n")
+        if "loss" in ev:
+            history.append((ev["iteration"], ev["loss"]))
+        if bar is not None:
+            if bar.n == 0 and ev["iteration"] > 1:
+                bar.update(ev["iteration"] - 1)
+            bar.set_postfix(loss=f"{ev.get('loss', float('nan')):.4g}")
+            bar.update(1)
+
+    try:
+        distiller.distill(real, syn, [progress], workdir=out, resume=args.resume,
+                          checkpoint_every_s=args.checkpoint_every)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the latest summary and a checkpoint are in {out}; "
+              f"continue with: datadistill distill --out {out} --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    finally:
+        log.close()
+        if bar is not None:
+            bar.close()
+    if real.info.modality == "image":
+        image_grid(syn, out / "grid.png")
+    if len(history) > 1:
+        curve_png({args.method: history}, out / "loss.png", log_y=True)
+    print(f"summary: {out / 'summary'} ({syn.num_examples} examples, {syn.stored_bytes()} bytes, "
+          f"{syn.meta['wall_time_s']:.1f} s)")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from . import runtime
+    from .coresets import select_coreset
+    from .report import image_grid
+
+    runtime.tune_allocator()
+    real = _load_data(args.dataset, args.data_dir, args.zca)
+    syn = select_coreset(real, args.ipc, args.coreset, seed=args.seed, model=args.model,
+                         device=args.device, log=lambda m: print(m, file=sys.stderr))
+    syn.meta["dataset_source"] = args.dataset
+    out = Path(args.out)
+    syn.save(out / "summary")
+    image_grid(syn, out / "grid.png")
+    print(f"summary: {out / 'summary'} ({args.coreset}, {syn.num_examples} examples)")
+    return 0
+
+
+def _summary_path(p: str) -> Path:
+    p = Path(p)
+    return p / "summary" if (p / "summary" / "summary.json").exists() else p
+
+
+def cmd_evaluate(args) -> int:
+    from . import runtime
+    from .evaluate import evaluate
+    from .synsets import load_summary
+
+    runtime.tune_allocator()
+    syn = load_summary(_summary_path(args.summary))
+    source = args.dataset or syn.meta.get("dataset_source") or syn.info.name
+    real = _load_data(source, args.data_dir)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    note = (lambda ev: print(f"  {ev['model']} #{ev['index'] + 1}: {ev['accuracy']:.2f}%",
+                             file=sys.stderr)) if not args.json else None
+    rep = evaluate(syn, real, models=models, protocol=args.protocol, num_models=args.num_models,
+                   seed=args.seed, device=args.device, full_reference=args.full_reference,
+                   on_model=note)
+    if args.num_models is not None:
+        print(f"note: --num-models {args.num_models} overrides protocol {args.protocol!r}",
+              file=sys.stderr)
+    if args.out:
+        Path(args.out).write_text(rep.to_json())
+    print(rep.to_json() if args.json else rep.table())
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .report import image_grid
+    from .synsets import load_summary
+
+    syn = load_summary(_summary_path(args.summary))
+    m = syn.meta
+    print(f"{syn.kind} summary of {syn.info.name}: {syn.num_examples} examples "
+          f"({syn.ipc:g} per class), labels {syn.label_format}, {syn.stored_bytes()} stored bytes")
+    print(f"method: {m.get('method')}  iterations: {m.get('iterations')}  seed: {m.get('seed')}  "
+          f"wall time: {m.get('wall_time_s')} s  library {m.get('library_version')}")
+    if syn.lr is not None:
+        print(f"learned step size: {float(syn.lr):.6g}")
+    if m.get("params"):
+        print("params: " + ", ".join(f"{k}={v}" for k, v in m["params"].items()))
+    if args.png:
+        print(f"wrote {image_grid(syn, args.png)}")
+    if args.npz:
+        import numpy as np
+        x, y = syn.materialize()
+        np.savez(args.npz, x=x.detach().cpu().numpy(), y=y.detach().cpu().numpy(),
+                 mean=np.asarray(syn.info.mean), std=np.asarray(syn.info.std))
+        print(f"wrote {args.npz}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Distill digits with DM, evaluate against a random subset, write the picture, print a table."""
+    from . import runtime
+    from .coresets import select_coreset
+    from .data import load_dataset
+    from .distillers import create_distiller
+    from .evaluate import evaluate
+    from .report import image_grid
+
+    runtime.tune_allocator()
+    out = Path(args.out)
+    real = load_dataset("digits")
+    print(f"data: {real}", file=sys.stderr)
+    d = create_distiller("dm", iterations=args.iterations, seed=args.seed, device=args.device)
+    syn = d.init_synset(real, ipc=args.ipc)
+    t0 = time.perf_counter()
+    from tqdm import tqdm
+    with tqdm(total=d.iterations, desc="dm", file=sys.stderr, disable=args.quiet) as bar:
+        d.distill(real, syn, [lambda e: (bar.set_postfix(loss=f"{e['loss']:.3g}"), bar.update(1))],
+                  workdir=out / "dm")
+    t_dm = time.perf_counter() - t0
+    rnd = select_coreset(real, args.ipc, "random", seed=args.seed)
+    rnd.save(out / "random" / "summary")
+    grid = image_grid(syn, out / "dm" / "grid.png")
+    rows = []
+    for name, s in (("random", rnd), ("dm", syn)):
+        rep = evaluate(s, real, models=("convnet", "mlp"), protocol=args.protocol, seed=args.seed,
+                       device=args.device)
+        rows.append((name, rep))
+    print(f"\ndigits, {args.ipc} images per class, protocol {args.protocol!r} "
+          f"({rows[0][1].protocol['epochs']} epochs x {rows[0][1].protocol['num_models']} models); "
+          f"DM: {args.iterations} iterations in {t_dm:.0f} s")
+    print(f"{'summary':<10}{'convnet %':>18}{'mlp %':>18}{'stored bytes':>14}")
+    for name, rep in rows:
+        c, m = rep.results["convnet"], rep.results["mlp"]
+        print(f"{name:<10}{c['mean']:>11.2f} ± {c['std']:<4.2f}{m['mean']:>11.2f} ± {m['std']:<4.2f}"
+              f"{rep.summary['stored_bytes']:>14}")
+    print(f"picture of the DM summary: {grid}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="datadistill", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, data=True):
+        sp.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if present)")
+        sp.add_argument("--seed", type=int, default=None if sp.prog.endswith("distill") else 0)
+        if data:
+            sp.add_argument("--data-dir", default=None, help="folder holding the dataset files")
+
+    d = sub.add_parser("distill", help="distill a dataset into a summary")
+    d.add_argument("--method", help="see `datadistill list methods`")
+    d.add_argument("--dataset", help="registered name, or a path to an .npz / image folder")
+    d.add_argument("--ipc", type=int, default=None, help="images (examples) per class")
+    d.add_argument("--ratio", type=float, default=None, help="graph methods: fraction of nodes")
+    d.add_argument("--users", type=int, default=None, help="recommender methods: synthetic users")
+    d.add_argument("--iterations", type=int, default=None)
+    d.add_argument("--preset", default=None, help="a named preset of the method")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any method parameter (repeatable)")
+    d.add_argument("--precision", choices=("fp32", "bf16"), default=None)
+    d.add_argument("--zca", action="store_true", help="ZCA-whiten the data (stored with the summary)")
+    d.add_argument("--out", required=True, help="run folder (summary, checkpoint, log, pictures)")
+    d.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    d.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    common(d)
+    d.set_defaults(func=cmd_distill)
+
+    e = sub.add_parser("evaluate", help="train fresh models on a summary, test on real data")
+    e.add_argument("summary", help="a run folder or summary folder")
+    e.add_argument("--models", default="convnet", help="comma-separated, e.g. convnet,mlp")
+    e.add_argument("--protocol", default="fast", help="paper, fast or smoke")
+    e.add_argument("--num-models", type=int, default=None, help="override the protocol's count")
+    e.add_argument("--dataset", default=None, help="override the dataset (name or path)")
+    e.add_argument("--full-reference", action="store_true",
+                   help="also report %% of full-data accuracy (trains and caches the reference)")
+    e.add_argument("--json", action="store_true", help="JSON results on stdout")
+    e.add_argument("--out", default=None, help="also write the JSON results here")
+    common(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("baseline", help="a coreset baseline: random, herding, kcenter")
+    b.add_argument("--coreset", required=True)
+    b.add_argument("--dataset", required=True)
+    b.add_argument("--ipc", type=int, required=True)
+    b.add_argument("--model", default="convnet", help="feature network for herding/kcenter")
+    b.add_argument("--zca", action="store_true")
+    b.add_argument("--out", required=True)
+    common(b)
+    b.set_defaults(func=cmd_baseline)
+
+    s = sub.add_parser("show", help="describe a summary; export a PNG grid or .npz")
+    s.add_argument("summary")
+    s.add_argument("--png", default=None)
+    s.add_argument("--npz", default=None)
+    s.set_defaults(func=cmd_show)
+
+    ls = sub.add_parser("list", help="list methods, datasets, models, coresets, protocols")
+    ls.add_argument("what", nargs="?", choices=("methods", "datasets", "models", "coresets", "protocols"))
+    ls.add_argument("-v", "--verbose", action="store_true", help="methods: parameters and presets")
+    ls.set_defaults(func=cmd_list)
+
+    dm = sub.add_parser("demo", help="distill the embedded digits data and compare with random")
+    dm.add_argument("--out", default="runs/demo")
+    dm.add_argument("--ipc", type=int, default=5)
+    dm.add_argument("--iterations", type=int, default=300)
+    dm.add_argument("--protocol", default="fast")
+    dm.add_argument("--quiet", action="store_true")
+    common(dm, data=False)
+    dm.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data.base import DataFormatError, DatasetNotFoundError
+    from .distillers.base import ConfigError
+    from .registry import UnknownNameError
+    from .synsets.base import SummaryFormatError
+    from .synsets.init import IPCError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UnknownNameError, DatasetNotFoundError, DataFormatError, SummaryFormatError,
+            IPCError, ConfigError, FileNotFoundError) as e:
+        return _err(str(e))
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,33 @@
+"""Model zoo: a registry of networks built from ``DataInfo``; each exposes ``embed(x)``
+(features before the classifier), ``feature_dim`` and works with ``torch.func.functional_call``.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+MODELS: Registry = Registry("model")
+
+from .layers import init_parameters  # noqa: E402
+
+for _m in pkgutil.iter_modules(__path__):
+    if _m.name != "layers":
+        importlib.import_module(f"{__name__}.{_m.name}")
+
+
+def create_model(name: str, info, *, generator: torch.Generator | None = None,
+                 device=None, **kw) -> nn.Module:
+    """Build model ``name`` for dataset ``info``; initialised from ``generator`` when given."""
+    model = MODELS.get(name)(info, **kw)
+    if generator is not None:
+        init_parameters(model, generator)
+    return model.to(device) if device is not None else model
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

@@ -1,0 +1,50 @@
+"""The field's ConvNet (DC/DSA/DM/MTT): [conv3x3(width) - norm - ReLU - avgpool] x depth, linear.
+
+1-channel inputs get padding 3 in the first conv (28x28 -> 32x32), as in the reference code.
+Registered variants: depth ``convnet_d1..d4``, width ``convnet_w32..w256``, norm
+``convnet_nn/bn/in/ln/gn``, pooling ``convnet_ap/mp/np``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import MODELS
+from .layers import activation, norm_layer, pool_layer
+
+
+class ConvNet(nn.Module):
+    def __init__(self, info, *, width: int = 128, depth: int = 3, norm: str = "instance",
+                 act: str = "relu", pool: str = "avg"):
+        super().__init__()
+        c, h, w = info.shape
+        layers: list[nn.Module] = []
+        for d in range(depth):
+            pad = 3 if c == 1 and d == 0 else 1
+            layers.append(nn.Conv2d(c if d == 0 else width, width, 3, padding=pad))
+            h, w = h + 2 * pad - 2, w + 2 * pad - 2
+            layers += [norm_layer(norm, width, (h, w)), activation(act)]
+            if pool != "none" and min(h, w) >= 2:
+                layers.append(pool_layer(pool))
+                h, w = h // 2, w // 2
+        self.features = nn.Sequential(*layers)
+        self.feature_dim = width * h * w
+        self.classifier = nn.Linear(self.feature_dim, info.num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(x))
+
+
+MODELS.register("convnet", ConvNet)
+for _d in (1, 2, 3, 4):
+    MODELS.register(f"convnet_d{_d}", ConvNet, depth=_d)
+for _w in (32, 64, 128, 256):
+    MODELS.register(f"convnet_w{_w}", ConvNet, width=_w)
+for _tag, _norm in (("nn", "none"), ("bn", "batch"), ("in", "instance"), ("ln", "layer"),
+                    ("gn", "group")):
+    MODELS.register(f"convnet_{_tag}", ConvNet, norm=_norm)
+for _tag, _pool in (("ap", "avg"), ("mp", "max"), ("np", "none")):
+    MODELS.register(f"convnet_{_tag}", ConvNet, pool=_pool)

@@ -1,0 +1,79 @@
+"""Training a fresh model on a (synthetic or real) labelled set, and testing it.
+
+The one inner-training routine of the library: evaluation, coreset features, the full-data
+reference and methods that train networks on summaries all call ``train_model``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .augment import DSA
+from .runtime import autocast
+
+
+def label_loss(out: Tensor, y: Tensor, label_format: str = "hard") -> Tensor:
+    """Cross-entropy for hard labels; soft labels are logits of the target distribution;
+    regression labels are MSE targets (KIP/FRePO-style)."""
+    out = out.float()
+    if label_format == "hard":
+        return F.cross_entropy(out, y)
+    if label_format == "soft":
+        return F.cross_entropy(out, F.softmax(y.float(), dim=-1))
+    if label_format == "regression":
+        return F.mse_loss(out, y.float())
+    raise ValueError(f"unknown label format {label_format!r}")
+
+
+def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generator: torch.Generator,
+                lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4,
+                batch_size: int = 256, decay_at: float | None = 0.5, dsa: DSA | None = None,
+                label_format: str = "hard", precision: str = "fp32",
+                on_epoch: Callable[[int, float], None] | None = None) -> nn.Module:
+    """SGD with momentum on ``(x, y)`` for ``epochs`` epochs, lr x0.1 after ``decay_at`` of them
+    (the field's evaluation schedule), shuffled mini-batches from ``generator``; per-example DSA
+    when given. Returns the trained model (in eval mode)."""
+    x, y = x.detach(), y.detach()
+    if x.shape[0] == 0:
+        raise ValueError("cannot train on an empty set")
+    if not (torch.isfinite(x).all() and torch.isfinite(y.float()).all()):
+        raise ValueError("training data contains NaN or inf")
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    decay_epoch = int(epochs * decay_at) if decay_at else None
+    n, dev = x.shape[0], x.device
+    model.train()
+    for ep in range(epochs):
+        if ep == decay_epoch:
+            for g in opt.param_groups:
+                g["lr"] = lr * 0.1
+        perm = torch.randperm(n, generator=generator).to(dev)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            xb, yb = x[idx], y[idx]
+            if dsa is not None:
+                xb = dsa(xb, generator)
+            with autocast(dev, precision):
+                loss = label_loss(model(xb), yb, label_format)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        if on_epoch is not None:
+            on_epoch(ep, total / n)
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 2048,
+             precision: str = "fp32") -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, x.shape[0], batch_size):
+        with autocast(x.device, precision):
+            out = model(x[i:i + batch_size])
+        correct += int((out.argmax(1) == y[i:i + batch_size]).sum())
+    return correct / max(1, x.shape[0])
