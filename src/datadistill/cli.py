@@ -191,7 +191,7 @@ def cmd_evaluate(args) -> int:
     syn = load_summary(_summary_path(args.summary))
     source = args.dataset or syn.meta.get("dataset_source") or syn.info.name
     real = _load_data(source, args.data_dir)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     note = (lambda ev: print(f"  {ev['model']} #{ev['index'] + 1}: {ev['accuracy']:.2f}%",
                              file=sys.stderr)) if not args.json else None
     rep = evaluate(syn, real, models=models, protocol=args.protocol, num_models=args.num_models,
@@ -303,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="train fresh models on a summary, test on real data")
     e.add_argument("summary", help="a run folder or summary folder")
-    e.add_argument("--models", default="convnet", help="comma-separated, e.g. convnet,mlp")
+    e.add_argument("--models", default=None,
+                   help="comma-separated, e.g. convnet,mlp (default: the modality's standard model)")
     e.add_argument("--protocol", default="fast", help="paper, fast or smoke")
     e.add_argument("--num-models", type=int, default=None, help="override the protocol's count")
     e.add_argument("--dataset", default=None, help="override the dataset (name or path)")

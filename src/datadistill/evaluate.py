@@ -22,6 +22,7 @@ from .augment import DSA
 from .data.base import RealData, Split
 from .data.zca import ZCA
 from .models import create_model
+from .registry import Registry
 from .runtime import make_generator, resolve_device
 from .synsets.base import SyntheticSet
 from .train import accuracy, train_model
@@ -117,7 +118,12 @@ def matched_test_split(syn: SyntheticSet, real: RealData) -> Split:
     raise ValueError("the data is ZCA-whitened but the summary is not; load it without --zca")
 
 
-def evaluate(syn: SyntheticSet, real: RealData, *, models: Sequence[str] = ("convnet",),
+#: modality -> evaluate function with the same signature as ``evaluate`` (graphs, recsys, ...).
+#: Image summaries use the protocol below; other modalities register their own protocol here.
+MODALITY_EVALUATORS: Registry = Registry("modality evaluator")
+
+
+def evaluate(syn: SyntheticSet, real, *, models: Sequence[str] | None = None,
              protocol: str | Protocol = "fast", num_models: int | None = None, seed: int = 0,
              device=None, full_reference: bool = False,
              on_model: Callable[[dict[str, Any]], None] | None = None) -> EvalReport:
@@ -126,6 +132,12 @@ def evaluate(syn: SyntheticSet, real: RealData, *, models: Sequence[str] = ("con
     ``num_models`` overrides the protocol's count (recorded in ``overrides``). With
     ``full_reference`` the cached full-data accuracy of each architecture is reported beside.
     """
+    modality = syn.info.modality
+    if modality != "image":
+        return MODALITY_EVALUATORS.get(modality)(
+            syn, real, models=models, protocol=protocol, num_models=num_models, seed=seed,
+            device=device, full_reference=full_reference, on_model=on_model)
+    models = ("convnet",) if models is None else tuple(models)
     proto = get_protocol(protocol)
     overrides: dict[str, Any] = {}
     if num_models is not None and num_models != proto.num_models:

@@ -16,6 +16,7 @@ import torch
 
 from .augment import DSA
 from .data.base import RealData
+from .data.files import cache_root
 from .models import create_model
 from .runtime import make_generator, resolve_device
 from .train import accuracy, train_model
@@ -26,7 +27,7 @@ FULL_SETTINGS = {"epochs": 20, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DATADISTILL_CACHE", "~/.cache/datadistill")).expanduser() / "full"
+    return cache_root() / "full"
 
 
 def _key(real: RealData, model: str, settings: dict[str, Any]) -> str:

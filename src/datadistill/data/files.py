@@ -14,9 +14,15 @@ from .base import DatasetNotFoundError
 #: Standard places searched after ``--data-dir`` (``{name}`` is the dataset name).
 STANDARD_DIRS = (
     "$DATADISTILL_DATA/{name}",
+    "$DATADISTILL_CACHE/{name}",
     "~/.cache/datadistill/{name}",
     "/usr/share/datasets/{name}",  # Debian: apt-get install dataset-fashion-mnist
 )
+
+
+def cache_root() -> Path:
+    """Where downloads and cached references go: ``$DATADISTILL_CACHE`` or ~/.cache/datadistill."""
+    return Path(os.environ.get("DATADISTILL_CACHE", "~/.cache/datadistill")).expanduser()
 
 
 def candidate_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
@@ -25,7 +31,8 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
         d = Path(data_dir).expanduser()
         out += [d, d / name]
     for pat in STANDARD_DIRS:
-        if "$DATADISTILL_DATA" in pat and not os.environ.get("DATADISTILL_DATA"):
+        var = pat.split("/")[0][1:] if pat.startswith("$") else None
+        if var and not os.environ.get(var):
             continue
         out.append(Path(os.path.expandvars(pat.format(name=name))).expanduser())
     return out
@@ -82,7 +89,7 @@ def fetch(name: str, files: dict[str, tuple[str, str]], data_dir, download_ok: b
     looked = ", ".join(str(d) for d in candidate_dirs(name, data_dir))
     if not download_ok:
         raise DatasetNotFoundError(f"{name}: files {sorted(files)} not found (looked in {looked}); {how_to}")
-    target = Path(data_dir).expanduser() if data_dir else Path("~/.cache/datadistill").expanduser() / name
+    target = Path(data_dir).expanduser() if data_dir else cache_root() / name
     try:
         for fname, (url, md5) in files.items():
             if not (target / fname).exists():

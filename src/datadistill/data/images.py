@@ -15,7 +15,7 @@ import torch
 
 from ..registry import Registry
 from .base import DATASETS, DataFormatError, DataInfo, DatasetNotFoundError, RealData, Split
-from .files import fetch, resolve
+from .files import cache_root, fetch, resolve
 from .zca import ZCA
 
 
@@ -103,7 +103,7 @@ def _cifar_loader(name, url, md5, folder, train_files, test_files, label_key, me
     def load(data_dir=None, download=True) -> ImageArrays:
         d = None
         for cand in ([Path(data_dir).expanduser()] if data_dir else []) + \
-                [Path("~/.cache/datadistill").expanduser() / name]:
+                [cache_root() / name]:
             for sub in (cand / folder, cand / name / folder, cand):
                 if all((sub / f).exists() for f in train_files + test_files):
                     d = sub

@@ -51,6 +51,9 @@ class Distiller:
     #: The summary parametrization and label format this method creates by default.
     synset_kind: ClassVar[str] = "pixels"
     label_format: ClassVar[str] = "hard"
+    #: What the registry-wide contract test runs: dataset, budget and the ``tiny`` preset.
+    test_dataset: ClassVar[str] = "digits"
+    test_budget: ClassVar[dict[str, Any]] = {"ipc": 2}
 
     model: str = "convnet"
     iterations: int = 1000

@@ -24,7 +24,8 @@ from .base import DISTILLERS, Distiller
 @dataclasses.dataclass(kw_only=True)
 class DM(Distiller):
     name = "dm"
-    presets = {"cpu-200": {"iterations": 200}, "cpu-1000": {"iterations": 1000}}
+    presets = {"cpu-200": {"iterations": 200}, "cpu-1000": {"iterations": 1000},
+               "tiny": {"iterations": 3, "batch_real": 16}}
 
     iterations: int = 20000
     lr_data: float = 1.0
