@@ -43,6 +43,7 @@ for _d in (1, 2, 3, 4):
     MODELS.register(f"convnet_d{_d}", ConvNet, depth=_d)
 for _w in (32, 64, 128, 256):
     MODELS.register(f"convnet_w{_w}", ConvNet, width=_w)
+MODELS.register("convnet_w1024", ConvNet, width=1024)  # KIP/RFAD's wide evaluation network
 for _tag, _norm in (("nn", "none"), ("bn", "batch"), ("in", "instance"), ("ln", "layer"),
                     ("gn", "group")):
     MODELS.register(f"convnet_{_tag}", ConvNet, norm=_norm)

@@ -1,0 +1,74 @@
+"""KIP — Kernel Inducing Points (Nguyen, Chen & Lee, ICLR'21; Nguyen, Novak, Xiao & Lee, NeurIPS'21).
+
+Survey eq. (5): the inner learner is kernel ridge regression on the summary, in closed form,
+
+    min_{X_s, Y_s}  1/2 || Y_t - K_ts (K_ss + lambda' I)^{-1} Y_s ||^2,   lambda' = lambda tr(K_ss)/n,
+
+with (X_t, Y_t) a random batch of real examples (one-hot targets) each iteration and K an
+infinite-width network kernel. Published defaults: Adam, lr 0.01 (0.04 in the ICLR'21 FC
+runs: preset ``fc``), labels learned or fixed (``learn_labels``), lambda = 1e-6 scaled by the
+kernel trace, real-initialised support, target batch 5000, no augmentation.
+
+Kernels (``kernel``): ``conv_ntk`` / ``conv_nngp`` — the exact infinite-width kernels of a
+3-layer 3x3 ReLU ConvNet with flatten readout (no pooling/normalization; ``kernels_conv``);
+``fc_ntk`` / ``fc_nngp`` — closed-form fully-connected ReLU kernels of ``kernel_depth`` hidden
+layers (``kernels``); ``convnet_entk`` — the empirical NTK of a random finite ConvNet of width
+``kernel_width`` (the actual ConvNet, with instance norm and pooling), redrawn every iteration.
+The cost per iteration is O(|D_batch| n) kernel entries, each O(H W depth) for the exact conv
+kernel and O(params) per example for the empirical one (``bench/kip_scaling.py``).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..kernel_eval import KERNELS, make_kernel
+from .base import DISTILLERS, ConfigError
+from .krr_base import KRRDistiller
+
+
+@DISTILLERS.register("kip")
+@dataclasses.dataclass(kw_only=True)
+class KIP(KRRDistiller):
+    """Kernel Inducing Points: learn (X_s, Y_s) so that KRR on them predicts real labels."""
+
+    name = "kip"
+    presets = {
+        "fc": {"kernel": "fc_ntk", "kernel_depth": 3, "lr_data": 0.04},
+        "cpu-conv": {"iterations": 300, "batch_real": 500},
+        "cpu-fc": {"kernel": "fc_ntk", "kernel_depth": 3, "lr_data": 0.04, "iterations": 1000,
+                   "batch_real": 2000},
+        "tiny": {"iterations": 3, "batch_real": 64},
+    }
+
+    iterations: int = 1000
+    kernel: str = "conv_ntk"
+    kernel_depth: int | None = None  # None: 3 conv layers / 1 FC hidden layer
+    kernel_width: int | None = None  # only for convnet_entk (default 64)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.kernel not in KERNELS:
+            raise ConfigError(f"unknown kernel {self.kernel!r}; known: {', '.join(KERNELS.names())}")
+
+    def setup(self, real, syn):
+        super().setup(real, syn)
+        self.random_kernel_ = self.kernel in ("convnet_entk", "rf_nngp")
+        self.kernel_ = None if self.random_kernel_ else self._make_kernel(real)
+
+    def _make_kernel(self, real):
+        return make_kernel(self.kernel, real.info, generator=self.gen_, device=self.device_,
+                           depth=self.kernel_depth, width=self.kernel_width)
+
+    def step(self, real, syn):
+        kern = self._make_kernel(real) if self.random_kernel_ else self.kernel_
+        x_t, y_t = self.real_batch(real)
+        x_s, y_s = syn.materialize()
+        n = x_s.shape[0]
+        k = kern(x_s, torch.cat([x_s, x_t]))  # one call: [n, n + m]
+        pred = self.krr(k[:, :n], k[:, n:].T, y_s)
+        loss = 0.5 * ((pred - y_t) ** 2).sum(1).mean()
+        self.update(loss)
+        acc = float((pred.argmax(1) == y_t.argmax(1)).float().mean())
+        return {"loss": float(loss.detach()), "batch_acc": acc}

@@ -1,0 +1,80 @@
+"""Shared pieces of the KRR-based meta-model methods (KIP, RFAD, FRePO).
+
+The inner "training" on the summary is kernel ridge regression in closed form (``krr.py``):
+``f(X_t) = K_ts (K_ss + lambda' I)^{-1} Y_s`` with ``lambda' = reg * tr(K_ss) / n``; the outer
+loss compares ``f(X_t)`` with the labels of a random batch of real training examples. The
+summary holds learnable pixels and (optionally learnable) regression targets
+(``label_format="regression"``; evaluation then trains networks with MSE on them).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..krr import krr_fit_predict
+from .base import ConfigError, Distiller
+
+
+@dataclasses.dataclass(kw_only=True)
+class KRRDistiller(Distiller):
+    """Not registered: the common configuration of KIP, RFAD and FRePO."""
+
+    label_format = "regression"
+
+    lr_data: float = 0.01
+    lr_labels: float | None = None  # None: same as lr_data
+    learn_labels: bool = True
+    center_labels: bool = False  # one-hot minus 1/K (FRePO) instead of one-hot (KIP)
+    reg: float = 1e-6
+    batch_real: int = 5000
+    dsa: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.reg < 0:
+            raise ConfigError(f"reg must be >= 0, got {self.reg}")
+        if self.batch_real < 1:
+            raise ConfigError(f"batch_real must be >= 1, got {self.batch_real}")
+
+    def init_synset(self, real, *, ipc=None, **budget):
+        syn = super().init_synset(real, ipc=ipc, **budget)
+        if self.center_labels:
+            with torch.no_grad():
+                syn.y.sub_(1.0 / real.info.num_classes)
+        return syn
+
+    def make_optimizer(self, syn) -> torch.optim.Optimizer:
+        if syn.label_format != "regression":
+            raise ConfigError(f"{self.name} needs a summary with regression labels, "
+                              f"got {syn.label_format!r}")
+        groups = [{"params": [syn.x], "lr": self.lr_data}]
+        if self.learn_labels:
+            groups.append({"params": [syn.y], "lr": self.lr_labels or self.lr_data})
+        return torch.optim.Adam(groups + self.extra_param_groups())
+
+    def extra_param_groups(self) -> list[dict]:
+        """More learnable scalars (RFAD's Platt temperature) optimized with the summary."""
+        return []
+
+    def real_batch(self, real) -> tuple[Tensor, Tensor]:
+        """``batch_real`` random training examples (without replacement) and their targets."""
+        n = len(real.train)
+        idx = torch.randperm(n, generator=self.gen_)[:self.batch_real].to(real.train.x.device)
+        x, y = real.train.x[idx].to(self.device_), real.train.y[idx].to(self.device_)
+        return x, self.targets(y, real.info.num_classes)
+
+    def targets(self, y: Tensor, num_classes: int) -> Tensor:
+        t = F.one_hot(y, num_classes).float()
+        return t - 1.0 / num_classes if self.center_labels else t
+
+    def krr(self, k_ss: Tensor, k_ts: Tensor, y_s: Tensor) -> Tensor:
+        """KRR predictions on the real batch, solved in float64 (``reg`` is tiny)."""
+        return krr_fit_predict(k_ss.double(), k_ts.double(), y_s.double(), self.reg).float()
+
+    def update(self, loss: Tensor) -> None:
+        self.optimizer_.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer_.step()
