@@ -29,5 +29,13 @@ def create_model(name: str, info, *, generator: torch.Generator | None = None,
     return model.to(device) if device is not None else model
 
 
+def model_modality(name: str) -> str:
+    """The data modality a registered model consumes (class attribute ``modality``; images by
+    default)."""
+    obj = MODELS.get(name)
+    cls = getattr(obj, "func", obj)  # registrations with bound arguments are partials
+    return getattr(cls, "modality", "image")
+
+
 def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
