@@ -1,0 +1,162 @@
+import gzip
+import pickle
+import struct
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FASHION_DIR
+from datadistill.data import (DataFormatError, DatasetNotFoundError, load_dataset)
+from datadistill.data import files as files_mod
+from datadistill.registry import UnknownNameError
+
+
+def test_digits_splits(digits):
+    info = digits.info
+    assert info.name == "digits" and info.shape == (1, 8, 8) and info.num_classes == 10
+    assert not info.flip
+    n = len(digits.train) + len(digits.val)
+    assert n + len(digits.test) == 1797
+    assert abs(len(digits.val) / n - 0.1) < 0.01
+    # validation is carved from train: no training row appears in validation
+    tr = {tuple(r.tolist()) for r in digits.train.x.flatten(1)}
+    dup = sum(tuple(r.tolist()) in tr for r in digits.val.x.flatten(1))
+    assert dup <= 2  # the digits data has a couple of exact duplicate images
+    assert abs(float(digits.train.x.mean())) < 0.05
+    # the validation split is fixed whatever the user's seed
+    again = load_dataset("digits")
+    assert torch.equal(again.val.y, digits.val.y) and torch.equal(again.val.x, digits.val.x)
+    assert sorted(digits.class_counts()) == sorted(digits.class_counts()) and min(digits.class_counts()) > 100
+
+
+def test_unknown_dataset_lists_known():
+    with pytest.raises(UnknownNameError, match="known datasets: .*digits.*fashion-mnist"):
+        load_dataset("imagenet-9000")
+
+
+def _write_idx(path, arr):
+    arr = np.asarray(arr, dtype=np.uint8)
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.tobytes())
+
+
+def test_idx_loader_from_data_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 6)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 255, (60, 28, 28)))
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", y)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 255, (20, 28, 28)))
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(20) % 10)
+    d = load_dataset("mnist", data_dir=tmp_path, download=False)
+    assert d.info.shape == (1, 28, 28) and len(d.train) + len(d.val) == 60 and len(d.test) == 20
+    assert d.info.mean == (0.1307,)  # the published normalization
+    # a corrupted IDX file gives a clear error
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x63abc"))
+    with pytest.raises(DataFormatError, match="header says"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+
+
+def test_missing_files_without_network(tmp_path, monkeypatch):
+    with pytest.raises(DatasetNotFoundError, match="--data-dir"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(files_mod.urllib.request, "urlopen", offline)
+    with pytest.raises(DatasetNotFoundError, match="download failed.*no network"):
+        load_dataset("cifar10", data_dir=tmp_path / "c")
+
+
+def test_download_checksum_verified(tmp_path, monkeypatch):
+    import io
+
+    monkeypatch.setattr(files_mod.urllib.request, "urlopen",
+                        lambda url, timeout=None: io.BytesIO(b"not the real file"))
+    with pytest.raises(OSError, match="checksum mismatch"):
+        files_mod.download("http://x/y", tmp_path / "y", md5="0" * 32)
+    assert not (tmp_path / "y").exists()  # nothing half-written is left
+    good = files_mod.hashlib.md5(b"not the real file").hexdigest()
+    assert files_mod.download("http://x/y", tmp_path / "y", md5=good).read_bytes() == b"not the real file"
+
+
+def test_cifar_pickles(tmp_path):
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(d / f, "wb") as fh:
+            pickle.dump({"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8),
+                         "labels": list(np.arange(20) % 10)}, fh)
+    with open(d / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, fh)
+    real = load_dataset("cifar10", data_dir=tmp_path, download=False)
+    assert real.info.shape == (3, 32, 32) and real.info.class_names[3] == "c3"
+    assert len(real.test) == 20 and len(real.train) + len(real.val) == 100
+
+
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian dataset-fashion-mnist not installed")
+def test_fashion_mnist_standard_location():
+    real = load_dataset("fashion-mnist", download=False)
+    assert (len(real.train), len(real.val), len(real.test)) == (54000, 6000, 10000)
+    assert real.info.shape == (1, 28, 28) and real.info.class_names[0] == "T-shirt/top"
+    assert real.info.flip
+
+
+def test_npz_bring_your_own(tmp_path):
+    rng = np.random.default_rng(0)
+    p = tmp_path / "mine.npz"
+    np.savez(p, x_train=rng.integers(0, 255, (40, 10, 10, 3)), y_train=np.arange(40) % 4,
+             x_test=rng.integers(0, 255, (8, 10, 10, 3)), y_test=np.arange(8) % 4)
+    real = load_dataset(str(p))
+    assert real.info.name == "mine" and real.info.shape == (3, 10, 10) and real.info.num_classes == 4
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=np.zeros((4, 5, 5)), y_train=np.zeros(4, int))
+    with pytest.raises(DataFormatError, match=r"lacks keys \['x_test', 'y_test'\]"):
+        load_dataset(str(bad))
+    np.savez(bad, x_train=np.zeros((4, 5, 5)), y_train=np.zeros(3, int),
+             x_test=np.zeros((2, 5, 5)), y_test=np.zeros(2, int))
+    with pytest.raises(DataFormatError, match="one label per x_train row"):
+        load_dataset(str(bad))
+    np.savez(bad, x_train=np.zeros((4, 5, 5)), y_train=np.arange(4) % 2,
+             x_test=np.zeros((2, 6, 6)), y_test=np.zeros(2, int))
+    with pytest.raises(DataFormatError, match="differ"):
+        load_dataset(str(bad))
+    x = np.zeros((4, 5, 5))
+    x[0, 0, 0] = np.nan
+    np.savez(bad, x_train=x, y_train=np.arange(4) % 2, x_test=np.zeros((2, 5, 5)), y_test=np.zeros(2, int))
+    with pytest.raises(DataFormatError, match="NaN"):
+        load_dataset(str(bad))
+    with pytest.raises(DatasetNotFoundError):
+        load_dataset(str(tmp_path / "missing.npz"))
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (tmp_path / "pets" / c).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "pets" / c / f"{i}.png")
+    real = load_dataset(str(tmp_path / "pets"))
+    assert real.info.class_names == ("cat", "dog") and real.info.shape == (3, 12, 12)
+    assert len(real.test) == 4
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFormatError, match="no class subfolders"):
+        load_dataset(str(tmp_path / "empty"))
+
+
+def test_zca_whitens_and_is_stored(digits):
+    z = load_dataset("digits", zca=True)
+    assert z.info.zca and z.zca is not None
+    x = z.train.x.flatten(1)
+    cov = torch.cov(x.T)
+    # ZCA decorrelates: off-diagonal mass shrinks a lot relative to the raw data
+    raw = torch.cov(digits.train.x.flatten(1).T)
+    off = lambda c: (c - torch.diag(torch.diag(c))).abs().mean() / torch.diag(c).abs().mean()
+    assert off(cov) < 0.5 * off(raw)
+    # the same transform applied to raw test data reproduces the whitened test split
+    assert torch.allclose(z.zca(digits.test.x), z.test.x, atol=1e-4)

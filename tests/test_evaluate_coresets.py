@@ -1,0 +1,84 @@
+import dataclasses
+
+import pytest
+import torch
+
+from datadistill.coresets import select_coreset, select_herding, select_kcenter, select_random
+from datadistill.evaluate import PROTOCOLS, Protocol, evaluate
+from datadistill.synsets import init_from
+
+TINY = Protocol("tiny", epochs=15, num_models=2, dsa=False)
+
+
+def test_evaluate_report(digits):
+    syn = init_from(digits, 5, generator=torch.Generator().manual_seed(0))
+    rep = evaluate(syn, digits, models=("convnet", "mlp"), protocol=TINY, device="cpu")
+    assert set(rep.results) == {"convnet", "mlp"}
+    for r in rep.results.values():
+        assert len(r["accs"]) == 2 and r["std"] >= 0
+        assert abs(r["mean"] - sum(r["accs"]) / 2) < 1e-9
+    assert rep.results["convnet"]["mean"] > 50  # 5 real digits per class train a usable ConvNet
+    assert rep.protocol["epochs"] == 30 and rep.summary["stored_bytes"] == syn.stored_bytes()
+    assert "tiny" in rep.table() and "convnet" in rep.table()
+    # an override of the model count is recorded
+    rep2 = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, device="cpu")
+    assert rep2.overrides == {"num_models": 1} and len(rep2.results["mlp"]["accs"]) == 1
+    # same seed -> same numbers; evaluation never touches the global RNG
+    torch.manual_seed(123)
+    a = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, device="cpu")
+    torch.manual_seed(456)
+    b = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, device="cpu")
+    assert a.results["mlp"]["accs"] == b.results["mlp"]["accs"] == rep2.results["mlp"]["accs"]
+
+
+def test_learned_lr_is_used_and_recorded(digits):
+    syn = init_from(digits, 2, generator=torch.Generator(), lr=0.05)
+    rep = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, device="cpu")
+    assert "learned step size" in rep.overrides["lr"]
+
+
+def test_evaluate_rejects_other_data(digits):
+    from datadistill.data import DataInfo
+    from datadistill.synsets.pixels import PixelSet
+    other = PixelSet(DataInfo("x", "image", 10, (1, 28, 28), (0.1,), (0.3,)), ipc=1)
+    with pytest.raises(ValueError, match="summary is for x"):
+        evaluate(other, digits, protocol=TINY)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        evaluate(init_from(digits, 1, generator=torch.Generator()), digits, protocol="nope")
+
+
+def test_paper_protocol_is_the_fields():
+    p = PROTOCOLS["paper"]
+    assert (p.epochs, p.num_models, p.lr, p.momentum, p.weight_decay, p.batch_size, p.dsa) == \
+        (1000, 20, 0.01, 0.9, 5e-4, 256, True)
+
+
+def test_selection_rules():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(200, 5, generator=g)
+    h = select_herding(feats, 10, 200, g)
+    r = select_random(None, 10, 200, g)
+    assert len(set(h.tolist())) == 10 and len(set(r.tolist())) == 10
+    mu = feats.mean(0)
+    # herding's selected mean tracks the class mean better than a random pick
+    assert (feats[h].mean(0) - mu).norm() < (feats[r].mean(0) - mu).norm()
+    k = select_kcenter(feats, 10, 200, g)
+    cover = lambda idx: torch.cdist(feats, feats[idx]).min(1).values.max()
+    assert len(set(k.tolist())) == 10 and cover(k) < cover(r)
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("refcache")
+
+
+@pytest.mark.parametrize("method", ["random", "herding", "kcenter"])
+def test_coreset_summaries(digits, method, shared_cache, monkeypatch):
+    monkeypatch.setenv("DATADISTILL_CACHE", str(shared_cache))  # one feature network for all
+    syn = select_coreset(digits, 3, method, seed=0, device="cpu",
+                         feature_settings={"epochs": 1})
+    assert syn.x.shape == (30, 1, 8, 8) and syn.meta["method"] == method
+    for c, picked in enumerate(syn.meta["selected"]):
+        assert len(set(picked)) == 3
+        assert torch.equal(syn.x[syn.class_slice(c)], digits.train.x[torch.tensor(picked)])
+        assert all(int(digits.train.y[i]) == c for i in picked)
