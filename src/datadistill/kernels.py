@@ -22,7 +22,9 @@ from torch import Tensor
 
 def _relu_step(k12: Tensor, k11: Tensor, k22: Tensor, w_var: float, b_var: float):
     norm = torch.sqrt(k11[:, None] * k22[None, :]).clamp_min(1e-30)
-    rho = (k12 / norm).clamp(-1.0, 1.0)
+    # off the endpoints: arccos'(±1) is infinite, so an input-gradient through a self-pair
+    # (rho = 1, e.g. the support kernel's diagonal) would be NaN; values change by < 1e-4
+    rho = (k12 / norm).clamp(-1.0 + 1e-7, 1.0 - 1e-7)
     theta = torch.arccos(rho)
     k1 = (torch.sqrt((1 - rho * rho).clamp_min(0)) + (math.pi - theta) * rho) / (2 * math.pi)
     k0 = (math.pi - theta) / (2 * math.pi)
