@@ -4,9 +4,14 @@
     theta ~ P_theta (a fresh randomly initialised ConvNet every iteration), A_w siamese DSA.
 
 Published defaults: 20,000 iterations, SGD on pixels lr 1 (momentum 0.5), batch_real 256 per
-class, real initialisation, DSA ``color_crop_cutout_flip_scale_rotate``. Presets ``cpu-200`` /
-``cpu-1000`` only shorten the run. With instance norm (or no norm) all classes share one batched
-forward, which is exact; with batch norm each class is embedded separately as in the reference.
+class, real initialisation, DSA ``color_crop_cutout_flip_scale_rotate`` (one siamese draw per
+class). Presets ``cpu-200`` / ``cpu-1000`` only shorten the run; ``fast-bf16`` adds bf16
+autocast, channels-last and ``torch.compile`` (same objective, lower precision).
+
+With instance norm (or no norm) all classes share one batched forward, which is exact; with
+batch norm each class is embedded separately as in the reference. One network module is built
+in ``setup`` and re-initialised in place from the generator every iteration (the same draws as
+building a fresh one), so a compiled forward is reused.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import dataclasses
 
 import torch
 
-from ..models import create_model, has_batchnorm
+from ..models import create_model, has_batchnorm, init_parameters
 from ..objectives import class_means, mean_embedding_distance
 from ..runtime import autocast
 from .base import DISTILLERS, Distiller
@@ -25,15 +30,27 @@ from .base import DISTILLERS, Distiller
 class DM(Distiller):
     name = "dm"
     presets = {"cpu-200": {"iterations": 200}, "cpu-1000": {"iterations": 1000},
+               "fast-bf16": {"precision": "bf16", "channels_last": True, "compile": True},
                "tiny": {"iterations": 3, "batch_real": 16}}
 
     iterations: int = 20000
     lr_data: float = 1.0
+    channels_last: bool = False
+    compile: bool = False
+
+    def setup(self, real, syn):
+        super().setup(real, syn)
+        net = create_model(self.model, real.info, device=self.device_).requires_grad_(False)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.net_ = net
+        self.per_class_ = has_batchnorm(net)
+        self.embed_ = torch.compile(net.embed) if self.compile else net.embed
 
     def step(self, real, syn):
         k, dev = real.info.num_classes, self.device_
-        net = create_model(self.model, real.info, generator=self.gen_, device=dev)
-        net.train().requires_grad_(False)
+        init_parameters(self.net_, self.gen_)  # a fresh random network: theta ~ P_theta
+        self.net_.train()
         x_syn, _ = syn.materialize()
         ids = syn.class_ids
         xr, xs, real_ids, syn_ids = [], [], [], []
@@ -44,15 +61,17 @@ class DM(Distiller):
             xs.append(self.augment(x_syn[sel], p))
             real_ids.append(torch.full((xr[-1].shape[0],), c, device=dev))
             syn_ids.append(ids[sel])
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        embed = lambda x: self.embed_(x.contiguous(memory_format=fmt)).float()  # noqa: E731
         with autocast(dev, self.precision):
-            if has_batchnorm(net):
+            if self.per_class_:
                 with torch.no_grad():
-                    mr = torch.stack([net.embed(x).float().mean(0) for x in xr])
-                ms = torch.stack([net.embed(x).float().mean(0) for x in xs])
+                    mr = torch.stack([embed(x).mean(0) for x in xr])
+                ms = torch.stack([embed(x).mean(0) for x in xs])
             else:
                 with torch.no_grad():
-                    mr = class_means(net.embed(torch.cat(xr)).float(), torch.cat(real_ids), k)
-                ms = class_means(net.embed(torch.cat(xs)).float(), torch.cat(syn_ids), k)
+                    mr = class_means(embed(torch.cat(xr)), torch.cat(real_ids), k)
+                ms = class_means(embed(torch.cat(xs)), torch.cat(syn_ids), k)
         loss = mean_embedding_distance(mr, ms)
         self.optimizer_.zero_grad(set_to_none=True)
         loss.backward()

@@ -49,11 +49,15 @@ def init_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
     without touching the global RNG). Norm layers get weight 1, bias 0."""
     for m in model.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            # drawn on CPU in logical (contiguous) order, then copied: the same values on any
+            # device and for channels-last weights
+            w = torch.empty(m.weight.shape, dtype=m.weight.dtype)
+            m.weight.copy_(nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator))
             if m.bias is not None:
                 fan_in = m.weight[0].numel()
                 bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+                b = torch.empty(m.bias.shape, dtype=m.bias.dtype)
+                m.bias.copy_(nn.init.uniform_(b, -bound, bound, generator=generator))
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
             m.reset_parameters()
     return model
