@@ -1,0 +1,213 @@
+"""Expert trajectories for the trajectory-matching family (MTT, TESLA, later HaBa).
+
+An *expert* is a network trained on the real data with plain SGD; its *trajectory* is its flat
+parameter vector after every epoch (epoch 0 = the initialisation), a ``[train_epochs + 1, P]``
+float32 tensor. Published settings (Cazenavette et al., CVPR'22, ``buffer.py``): 100 experts x 50
+epochs, SGD lr 0.01 without momentum or weight decay, batch 256, DSA, no lr decay.
+
+Trajectories are cached under ``cache_root()/experts/<key>/`` where the key hashes the dataset
+(name, shape, normalization, ZCA, train size and a fingerprint of its pixels), the model and every
+training setting except ``num_experts``: expert ``i`` is trained from its own generator
+(``seed``, ``i``), so asking for more experts later extends the same cache and every run that
+asks for the same settings reuses it. Each finished expert is one file written atomically; an
+interrupted expert keeps a partial file after every epoch and resumes from it (exactly, since
+plain SGD without momentum has no optimizer state). ``workers > 1`` trains missing experts in
+parallel worker processes. Training itself is ``train.train_model`` (the library's one routine);
+trajectories are recorded through its ``on_epoch`` callback.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .augment import DEFAULT_STRATEGY, DSA
+from .data.base import RealData
+from .data.files import cache_root
+from .models import create_model
+from .runtime import check_precision, make_generator, resolve_device
+from .train import train_model
+
+EXPERTS_DIR = "experts"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExpertConfig:
+    """How experts are trained (the reference ``buffer.py`` names and defaults)."""
+
+    model: str = "convnet"
+    num_experts: int = 100
+    train_epochs: int = 50
+    lr_teacher: float = 0.01
+    mom: float = 0.0
+    l2: float = 0.0
+    batch_train: int = 256
+    dsa: bool = True
+    dsa_strategy: str = DEFAULT_STRATEGY
+    precision: str = "fp32"
+    seed: int = 0
+
+    def __post_init__(self):
+        check_precision(self.precision)
+        for k in ("num_experts", "train_epochs", "batch_train"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"expert setting {k} must be >= 1, got {getattr(self, k)}")
+        if self.lr_teacher <= 0:
+            raise ValueError(f"lr_teacher must be > 0, got {self.lr_teacher}")
+
+    def key_settings(self) -> dict[str, Any]:
+        """Everything that changes a trajectory (``num_experts`` does not)."""
+        d = dataclasses.asdict(self)
+        d.pop("num_experts")
+        return d
+
+
+#: Named expert presets. ``cpu`` is the CPU budget (2 experts x 3 epochs instead of 100 x 50; an
+#: epoch of Fashion-MNIST costs minutes on 2 cores); ``tiny`` is for tests on the digits data.
+EXPERT_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": {"num_experts": 2, "train_epochs": 3},
+    "tiny": {"num_experts": 2, "train_epochs": 3, "batch_train": 64},
+}
+
+
+def data_fingerprint(real: RealData) -> str:
+    x = real.train.x
+    step = max(1, x.shape[0] // 512)
+    sample = x[::step].detach().double().cpu()
+    blob = json.dumps([real.info.name, list(real.info.shape), real.info.num_classes,
+                       len(real.train), list(real.info.mean), list(real.info.std), real.info.zca,
+                       round(float(sample.sum()), 4), round(float((sample ** 2).sum()), 4),
+                       int(real.train.y.sum())])
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def expert_dir(real: RealData, cfg: ExpertConfig, root: str | os.PathLike | None = None) -> Path:
+    blob = json.dumps({"data": data_fingerprint(real), **cfg.key_settings()}, sort_keys=True)
+    key = f"{real.info.name}-{cfg.model}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
+    return Path(root) if root is not None else cache_root() / EXPERTS_DIR / key
+
+
+def flat_parameters(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).float().cpu()
+
+
+def _expert_file(d: Path, i: int) -> Path:
+    return d / f"expert_{i:04d}.pt"
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_expert(real: RealData, cfg: ExpertConfig, index: int, d: Path, *, device=None,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Train expert ``index`` (or finish it from its partial file); returns its file."""
+    out = _expert_file(d, index)
+    if out.exists():
+        return out
+    dev = resolve_device(device)
+    partial = d / f"expert_{index:04d}.partial.pt"
+    gen = make_generator(cfg.seed * 1_000_003 + index)
+    net = create_model(cfg.model, real.info, generator=gen)
+    snaps = [flat_parameters(net)]
+    if partial.exists() and cfg.mom == 0:  # SGD without momentum: resuming is exact
+        st = torch.load(partial, weights_only=False)
+        net.load_state_dict(st["model"])
+        gen.set_state(st["generator"])
+        snaps = list(st["trajectory"])
+    net = net.to(dev)
+    done = len(snaps) - 1
+    dsa = DSA.for_data(real.info, cfg.dsa_strategy) if cfg.dsa else None
+    tr = real.train.to(dev)
+
+    def record(ep: int, loss: float) -> None:
+        snaps.append(flat_parameters(net))
+        if len(snaps) - 1 < cfg.train_epochs:
+            _atomic_save({"model": {k: v.cpu() for k, v in net.state_dict().items()},
+                          "generator": gen.get_state(), "trajectory": torch.stack(snaps)}, partial)
+        if on_epoch is not None:
+            on_epoch({"expert": index, "epoch": len(snaps) - 1, "loss": loss})
+
+    if done < cfg.train_epochs:
+        train_model(net, tr.x, tr.y, epochs=cfg.train_epochs - done, generator=gen,
+                    lr=cfg.lr_teacher, momentum=cfg.mom, weight_decay=cfg.l2,
+                    batch_size=cfg.batch_train, decay_at=None, dsa=dsa,
+                    precision=cfg.precision, on_epoch=record)
+    _atomic_save(torch.stack(snaps), out)
+    partial.unlink(missing_ok=True)
+    return out
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _worker_train(real: RealData, cfg: ExpertConfig, index: int, d: str, device) -> str:
+    return str(train_expert(real, cfg, index, Path(d), device=device))
+
+
+class ExpertTrajectories:
+    """The cached trajectories of one (dataset, model, settings): ``len()`` experts, each loaded
+    lazily (memory-mapped) as a ``[train_epochs + 1, P]`` tensor."""
+
+    def __init__(self, directory: Path, cfg: ExpertConfig, num_params: int):
+        self.directory, self.cfg, self.num_params = directory, cfg, num_params
+
+    def __len__(self) -> int:
+        return self.cfg.num_experts
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if not 0 <= i < len(self):
+            raise IndexError(f"expert {i} out of range (0..{len(self) - 1})")
+        t = torch.load(_expert_file(self.directory, i), mmap=True, weights_only=True)
+        if t.shape != (self.cfg.train_epochs + 1, self.num_params):
+            raise ValueError(f"{_expert_file(self.directory, i)} holds {tuple(t.shape)}, expected "
+                             f"{(self.cfg.train_epochs + 1, self.num_params)}; delete it to retrain")
+        return t
+
+    def params_at(self, i: int, epoch: int) -> torch.Tensor:
+        return self[i][epoch].clone()
+
+
+def load_experts(real: RealData, cfg: ExpertConfig, *, device=None, workers: int = 1,
+                 root: str | os.PathLike | None = None, train: bool = True,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> ExpertTrajectories:
+    """The experts for ``(real, cfg)``: cached ones are reused, missing ones trained (unless
+    ``train=False``, which raises instead), in ``workers`` parallel processes when > 1."""
+    d = expert_dir(real, cfg, root)
+    d.mkdir(parents=True, exist_ok=True)
+    meta = d / "experts.json"
+    if not meta.exists():
+        meta.write_text(json.dumps({"dataset": real.info.name, "data": data_fingerprint(real),
+                                    **cfg.key_settings()}, indent=2))
+    missing = [i for i in range(cfg.num_experts) if not _expert_file(d, i).exists()]
+    if missing and not train:
+        raise FileNotFoundError(f"{len(missing)} of {cfg.num_experts} experts missing in {d}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers > 1 and len(missing) > 1:
+        import multiprocessing as mp
+        threads = max(1, torch.get_num_threads() // workers)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(threads,)) as ex:
+            futs = [ex.submit(_worker_train, real, cfg, i, str(d), device) for i in missing]
+            for f in futs:
+                f.result()
+                if on_epoch is not None:
+                    on_epoch({"expert_done": True})
+    else:
+        for i in missing:
+            train_expert(real, cfg, i, d, device=device, on_epoch=on_epoch)
+    num_params = sum(p.numel() for p in create_model(cfg.model, real.info).parameters())
+    return ExpertTrajectories(d, cfg, num_params)

@@ -1,0 +1,228 @@
+"""Expert trajectories, MTT and TESLA on the digits data (tiny models, seconds each)."""
+import weakref
+
+import pytest
+import torch
+
+from datadistill import experts as ex
+from datadistill.distillers import ConfigError, create_distiller
+from datadistill.evaluate import evaluate
+from datadistill.models import create_model
+
+TINY = dict(model="convnet_w32", num_experts=1, train_epochs=2, expert_epochs=1,
+            max_start_epoch=1, syn_steps=2, iterations=1, device="cpu")
+
+
+def cfg(**kw):  # expert-only tests: an MLP, large batches (the cache logic is model-agnostic)
+    return ex.ExpertConfig(**{**dict(model="mlp", num_experts=1, train_epochs=2,
+                                     batch_train=512), **kw})
+
+
+@pytest.fixture(scope="module")
+def tiny_experts(tmp_path_factory):
+    """The distiller tests' experts, trained once for the module."""
+    from datadistill.data import load_dataset
+    real = load_dataset("digits")
+    d = tmp_path_factory.mktemp("experts")
+    c = create_distiller("mtt", **TINY).expert_config()
+    ex.load_experts(real, c, root=d)
+    return d, c
+
+
+@pytest.fixture(autouse=True)
+def _reuse_tiny_experts(request, digits):
+    """Copy the module's experts into this test's (isolated) cache."""
+    if "digits" not in request.fixturenames or request.node.name.startswith("test_expert"):
+        return
+    import shutil
+    d, c = request.getfixturevalue("tiny_experts")
+    shutil.copytree(d, ex.expert_dir(digits, c), dirs_exist_ok=True)
+
+
+def test_experts_trajectory_cached_and_reused(digits, monkeypatch):
+    c = cfg()
+    traj = ex.load_experts(digits, c)
+    t = traj[0]
+    net = create_model("mlp", digits.info)
+    assert t.shape == (3, sum(p.numel() for p in net.parameters()))
+    assert not torch.equal(t[0], t[1]) and not torch.equal(t[1], t[2])
+    # epoch 0 is the initialisation drawn from the expert's own generator
+    init = create_model("mlp", digits.info, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(t[0], ex.flat_parameters(init))
+    # a second request trains nothing and returns the same tensors
+    monkeypatch.setattr(ex, "train_model", lambda *a, **k: pytest.fail("retrained a cached expert"))
+    assert torch.equal(ex.load_experts(digits, c)[0], t)
+    # more experts extend the same cache (num_experts is not part of the key)
+    assert ex.expert_dir(digits, cfg(num_experts=5)) == ex.expert_dir(digits, c)
+    assert ex.expert_dir(digits, cfg(lr_teacher=0.02)) != ex.expert_dir(digits, c)
+    with pytest.raises(FileNotFoundError):
+        ex.load_experts(digits, cfg(num_experts=2), train=False)
+
+
+def test_expert_resumes_after_interruption(digits, tmp_path):
+    c = cfg(train_epochs=3)
+    ref = ex.load_experts(digits, c, root=tmp_path / "a")[0]
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(ev):
+        if ev["epoch"] == 1:
+            raise Stop
+
+    d = tmp_path / "b"
+    d.mkdir()
+    with pytest.raises(Stop):
+        ex.train_expert(digits, c, 0, d, on_epoch=stop_after_first)
+    assert (d / "expert_0000.partial.pt").exists() and not (d / "expert_0000.pt").exists()
+    seen = []
+    ex.train_expert(digits, c, 0, d, on_epoch=seen.append)
+    assert [e["epoch"] for e in seen] == [2, 3]  # only the missing epochs were trained
+    assert torch.equal(torch.load(d / "expert_0000.pt"), ref)
+    assert not (d / "expert_0000.partial.pt").exists()
+
+
+def test_experts_parallel_workers_match_serial(digits, tmp_path):
+    c = cfg(num_experts=2, train_epochs=1)
+    par = ex.load_experts(digits, c, workers=2, root=tmp_path / "p")
+    ser = ex.load_experts(digits, c, workers=1, root=tmp_path / "s")
+    for i in range(2):
+        torch.testing.assert_close(par[i], ser[i], rtol=1e-4, atol=1e-5)  # threads differ
+    assert not torch.equal(par[0], par[1])
+
+
+def _grads(method, digits, **kw):
+    d = create_distiller(method, **{**TINY, **kw})
+    syn = d.init_synset(digits, ipc=2)
+    d.setup(digits, syn)
+    captured = {}
+    d.apply_grads = lambda params, grads: captured.update(
+        {id(p): g.detach().clone() for p, g in zip(params, grads) if g is not None})
+    d.step(digits, syn)
+    return syn, {n: captured.get(id(p)) for n, p in syn.named_parameters()}
+
+
+def _tesla_hard_targets(digits, steps):
+    """TESLA's gradients with (numerically) one-hot soft labels, i.e. on MTT's hard targets."""
+    d = create_distiller("tesla", **{**TINY, "syn_steps": steps})
+    syn = d.init_synset(digits, ipc=2)
+    with torch.no_grad():
+        syn.y.copy_(torch.nn.functional.one_hot(syn.labels, 10).float() * 1e4)
+    d.setup(digits, syn)
+    cap = {}
+    d.apply_grads = lambda params, grads: cap.update({id(p): g for p, g in zip(params, grads)})
+    d.step(digits, syn)
+    return syn, {n: cap.get(id(p)) for n, p in syn.named_parameters()}
+
+
+def test_tesla_gradient_equals_mtt_for_one_step(digits):
+    # with one step theta_0 is the expert's, so the reparameterized gradient is MTT's exactly
+    syn_m, gm = _grads("mtt", digits, syn_steps=1)
+    syn_t, gt = _tesla_hard_targets(digits, 1)
+    assert gm["x"].abs().sum() > 0 and torch.equal(syn_t.x, syn_m.x)
+    torch.testing.assert_close(gt["x"], gm["x"], rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(gt["lr"], gm["lr"], rtol=1e-4, atol=1e-9)
+
+
+def test_tesla_gradient_close_to_mtt_for_several_steps(digits):
+    _, gm = _grads("mtt", digits, syn_steps=3)
+    _, gt = _tesla_hard_targets(digits, 3)
+    cos = torch.nn.functional.cosine_similarity(gm["x"].flatten(), gt["x"].flatten(), dim=0)
+    assert cos > 0.9, cos  # same objective; TESLA drops the terms through later parameters
+    assert not torch.equal(gm["x"], gt["x"])
+    _, gs = _grads("tesla", digits, syn_steps=3)
+    assert gs["y"] is not None and gs["y"].abs().sum() > 0  # soft labels learn
+
+
+class _SavedBytes:
+    """Peak bytes held by autograd's saved tensors (what grows with the unroll)."""
+
+    def __init__(self):
+        self.now = self.peak = 0
+
+    def pack(self, t):
+        n = t.numel() * t.element_size()
+        holder = type("H", (), {})()
+        holder.t = t
+        self.now += n
+        self.peak = max(self.peak, self.now)
+        weakref.finalize(holder, self._free, n)
+        return holder
+
+    def _free(self, n):
+        self.now -= n
+
+    @staticmethod
+    def unpack(h):
+        return h.t
+
+
+def _peak_saved(method, digits, steps):
+    d = create_distiller(method, **{**TINY, "syn_steps": steps, "train_epochs": 2})
+    syn = d.init_synset(digits, ipc=2)
+    d.setup(digits, syn)
+    s = _SavedBytes()
+    with torch.autograd.graph.saved_tensors_hooks(s.pack, s.unpack):
+        d.step(digits, syn)
+    return s.peak
+
+
+def test_tesla_memory_flat_mtt_grows(digits):
+    m2, m6 = _peak_saved("mtt", digits, 2), _peak_saved("mtt", digits, 6)
+    t2, t6 = _peak_saved("tesla", digits, 2), _peak_saved("tesla", digits, 6)
+    assert m6 > 2.5 * m2
+    assert t6 <= 1.05 * t2
+    assert t6 < m6 / 2
+
+
+def test_plan_batches_cover_the_set(digits):
+    d = create_distiller("mtt", **{**TINY, "batch_syn": 3, "syn_steps": 7})
+    syn = d.init_synset(digits, ipc=2)
+    d.setup(digits, syn)
+    plan = d.plan_batches(20, (8, 8))
+    assert len(plan) == 7 and max(len(idx) for idx, _ in plan) == 3
+    seen = torch.cat([idx for idx, _ in plan])  # 7 chunks of one permutation: 6 x 3 + 2
+    assert len(set(seen.tolist())) == len(seen) == 20
+    assert all(aug is not None and aug.n == len(idx) for idx, aug in plan)
+
+
+def test_learned_step_size_saved_and_used(digits, tmp_path):
+    d = create_distiller("mtt", **{**TINY, "iterations": 2})
+    syn = d.init_synset(digits, ipc=1)
+    assert float(syn.lr.detach()) == pytest.approx(0.01)
+    d.distill(digits, syn)
+    assert float(syn.lr.detach()) != 0.01  # learned (lr_lr > 0)
+    syn.save(tmp_path / "s")
+    from datadistill.synsets import load_summary
+    back = load_summary(tmp_path / "s")
+    assert float(back.lr.detach()) == float(syn.lr.detach())
+    rep = evaluate(back, digits, protocol="smoke", device="cpu")
+    assert "lr" in rep.overrides
+
+
+def test_tesla_labels_start_from_expert_predictions(digits):
+    d = create_distiller("tesla", **TINY)
+    syn = d.init_synset(digits, ipc=2)
+    traj = d.experts(digits)[0]
+    from datadistill.distillers.mtt import FlatStudent
+    st = FlatStudent(create_model("convnet_w32", digits.info).eval())
+    with torch.no_grad():
+        torch.testing.assert_close(syn.y, st(traj[-1].clone(), syn.x))
+    assert syn.label_format == "soft"
+
+
+def test_bad_settings_are_rejected(digits):
+    with pytest.raises(ConfigError, match="train_epochs"):
+        create_distiller("mtt", max_start_epoch=49, expert_epochs=3)
+    with pytest.raises(ConfigError, match="syn_steps"):
+        create_distiller("mtt", syn_steps=0)
+    with pytest.raises(ConfigError, match="lr_y"):
+        create_distiller("tesla", lr_y=-1.0)
+    d = create_distiller("mtt", **{**TINY, "zca": True})
+    syn = d.init_synset(digits, ipc=1)
+    with pytest.raises(ConfigError, match="zca"):
+        d.setup(digits, syn)
+    from datadistill.synsets import init_from
+    plain = init_from(digits, 1, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match="step size"):
+        create_distiller("mtt", **TINY).setup(digits, plain)
