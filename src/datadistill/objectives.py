@@ -47,3 +47,9 @@ def gradient_distance(g_real: Sequence[Tensor], g_syn: Sequence[Tensor], metric:
             return ((r - s) ** 2).sum()
         return 1 - (r * s).sum() / (r.norm() * s.norm() + 1e-6)
     raise ValueError(f"unknown gradient metric {metric!r}; known: {', '.join(GRADIENT_METRICS)}")
+
+
+def parameter_distance(theta: Tensor, target: Tensor, start: Tensor) -> Tensor:
+    """MTT eq. (10): || theta - theta*_{t+M} ||^2 / || theta*_t - theta*_{t+M} ||^2 (flat vectors),
+    the student's distance to the expert normalised by the expert's own displacement."""
+    return ((theta.float() - target) ** 2).sum() / ((start - target) ** 2).sum().clamp_min(1e-12)
