@@ -1,0 +1,187 @@
+"""Recommender data, ∞-AE / EASE / MF, ranking metrics, user summaries and Distill-CF."""
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from datadistill.data import DataFormatError, DatasetNotFoundError, load_dataset
+from datadistill.data.recsys import Interactions, build, k_core
+from datadistill.distillers import ConfigError, create_distiller
+from datadistill.evaluate import evaluate
+from datadistill.recsys.evaluation import RECSYS_PROTOCOLS, select_and_test
+from datadistill.recsys.metrics import batch_metrics
+from datadistill.recsys.models import create_recommender
+from datadistill.recsys.subsets import select_users
+from datadistill.synsets import load_summary
+from datadistill.synsets.users import GumbelUserSet, _MultiGumbel
+
+
+def cluster_log(users=80, items=40, per_user=6, groups=4, seed=0, timestamps=True):
+    """Taste groups: a user of group g takes ``per_user`` of the items of block g (one taste)."""
+    rng = np.random.default_rng(seed)
+    size = items // groups
+    u, i = [], []
+    for user in range(users):
+        g = user % groups
+        for it in rng.choice(np.arange(g * size, (g + 1) * size), per_user, replace=False):
+            u.append(f"u{user}")
+            i.append(f"i{it}")
+    ts = np.arange(len(u)) if timestamps else None
+    return Interactions(np.array(u), np.array(i), np.ones(len(u)), ts)
+
+
+@pytest.fixture(scope="module")
+def clusters():
+    return build("clusters", cluster_log(), k_core_min=2, split_seed=0)
+
+
+def test_k_core_is_iterative():
+    # k=2: z (1 item) goes first; then c has one user left (w), goes; then w has one item, goes
+    u = np.array(["x", "x", "y", "y", "z", "w", "w"])
+    i = np.array(["a", "b", "a", "b", "c", "a", "c"])
+    out = k_core(Interactions(u, i), 2)
+    assert set(out.users) == {"x", "y"} and set(out.items) == {"a", "b"}
+
+
+def test_splits_are_disjoint_per_user_and_seeded(clusters):
+    tr, va, te = (m.toarray() for m in (clusters.train, clusters.val, clusters.test))
+    assert ((tr + va + te) <= 1).all()                       # no interaction in two splits
+    assert (te.sum(1) >= 1).all() and (va.sum(1) >= 1).all()  # every user has held-out items
+    again = build("clusters", cluster_log(), k_core_min=2, split_seed=0)
+    other = build("clusters", cluster_log(), k_core_min=2, split_seed=1)
+    assert (again.test != clusters.test).nnz == 0 and (other.test != clusters.test).nnz > 0
+    assert clusters.info.modality == "recsys" and clusters.info.shape == (40,)
+
+
+def test_leave_last_out_uses_timestamps():
+    d = build("c", cluster_log(), k_core_min=2, holdout="last")
+    assert (d.test.getnnz(1) == 1).all() and (d.val.getnnz(1) == 1).all()
+    log = cluster_log()
+    last_item = {}
+    for u, i, t in zip(log.users, log.items, log.timestamps):
+        last_item[u] = i  # timestamps increase with position
+    row = int(np.flatnonzero(d.user_ids == "u3")[0])
+    assert d.item_ids[d.test[row].indices[0]] == last_item["u3"]
+    with pytest.raises(DataFormatError, match="timestamps"):
+        build("c", cluster_log(timestamps=False), k_core_min=2, holdout="last")
+
+
+def test_csv_loader_with_and_without_header(tmp_path):
+    log = cluster_log(users=30)
+    lines = [f"{u},{i},4" for u, i in zip(log.users, log.items)]
+    (tmp_path / "h.csv").write_text("user_id,item_id,rating\n" + "\n".join(lines))
+    (tmp_path / "n.csv").write_text("\n".join(lines))
+    a = load_dataset(str(tmp_path / "h.csv"), k_core=2)
+    b = load_dataset(str(tmp_path / "n.csv"), k_core=2)
+    assert a.num_users == b.num_users == 30 and a.train.nnz == b.train.nnz
+    (tmp_path / "bad.csv").write_text("user,item\nonlyone\n")
+    with pytest.raises(DataFormatError):
+        load_dataset(str(tmp_path / "bad.csv"))
+    with pytest.raises(DatasetNotFoundError):
+        load_dataset(str(tmp_path / "missing.csv"))
+
+
+def test_movielens_offline_error_and_extracted_copy(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="download"):
+        load_dataset("movielens-1m", data_dir=tmp_path / "none", download=False)
+    log = cluster_log(users=20)
+    uid = {u: k + 1 for k, u in enumerate(sorted(set(log.users)))}
+    rows = [f"{uid[u]}\t{i[1:]}\t5\t{t}" for u, i, t in zip(log.users, log.items, log.timestamps)]
+    (tmp_path / "u.data").write_text("\n".join(rows))
+    d = load_dataset("movielens-100k", data_dir=tmp_path, download=False)
+    assert d.num_users == 20 and d.info.name == "movielens-100k"
+
+
+def test_metrics_by_hand():
+    scores = torch.tensor([[0.9, 0.8, 0.1, 0.5, 0.3]])
+    seen = torch.tensor([[True, False, False, False, False]])
+    target = torch.tensor([[False, False, True, True, False]])
+    m = batch_metrics(scores, seen, target, k=2)
+    # ranking of unseen items: 1 (0.8), 3 (0.5), 4 (0.3), 2 (0.1); top-2 hits item 3 at rank 2
+    assert math.isclose(float(m["hr"][0]), 1 / 2)
+    assert math.isclose(float(m["ndcg"][0]), (1 / math.log2(3)) / (1 + 1 / math.log2(3)), rel_tol=1e-6)
+    # negatives 1 (0.8), 4 (0.3): item 3 beats 4, item 2 beats none -> 1 of 4 pairs
+    assert math.isclose(float(m["auc"][0]), 0.25)
+    with pytest.raises(ValueError, match="overlap"):
+        batch_metrics(scores, target, target)
+
+
+def test_multi_gumbel_gradient_and_hard_samples():
+    logits = torch.randn(3, 7, dtype=torch.double, requires_grad=True)
+    f = lambda x: _MultiGumbel.apply(x, 2.0, 5, torch.Generator().manual_seed(1), 2)[0]  # noqa: E731
+    assert torch.autograd.gradcheck(f, (logits,))
+    info = build("c", cluster_log(), k_core_min=2).info
+    s = GumbelUserSet(info, users=4)
+    with torch.no_grad():
+        s.logits.normal_(generator=torch.Generator().manual_seed(0))
+    hard = s.sample(torch.Generator().manual_seed(0), samples=6, tau=1.0, hard=True)
+    assert set(hard.detach().unique().tolist()) <= {0.0, 1.0} and (hard.detach().sum(1) <= 6).all()
+    hard.sum().backward()
+    assert s.logits.grad is not None and torch.isfinite(s.logits.grad).all() and s.logits.grad.abs().sum() > 0
+    a = s.sample(torch.Generator().manual_seed(3), samples=6, tau=1.0, hard=False)
+    b = s.sample(torch.Generator().manual_seed(3), samples=6, tau=1.0, hard=False)
+    assert torch.equal(a, b) and 0 <= float(a.detach().min()) and float(a.detach().max()) <= 1
+
+
+@pytest.mark.parametrize("name", ["inf-ae", "ease", "mf"])
+def test_recommenders_learn_the_clusters(clusters, name):
+    r = select_and_test(name, clusters.dense("train"), clusters, protocol=RECSYS_PROTOCOLS["smoke"])
+    pop = select_and_test(name, torch.ones(1, clusters.num_items), clusters, protocol=RECSYS_PROTOCOLS["smoke"]) \
+        if name == "inf-ae" else None
+    assert r["test"]["auc"] > 0.7, r  # the user's block ranked above the other blocks (chance: 0.5)
+    if pop is not None:  # one all-ones fake user carries no taste information
+        assert r["test"]["ndcg@10"] > pop["test"]["ndcg@10"] + 10
+
+
+def test_subsets_and_evaluator_dispatch(clusters, tmp_path):
+    s = select_users(clusters, 10, "active")
+    counts = clusters.train.getnnz(1)
+    assert sorted(counts[s.meta["users_selected"]].tolist()) == sorted(np.sort(counts)[-10:].tolist())
+    h = select_users(clusters, 10, "herding")
+    assert len(set(h.meta["users_selected"])) == 10 and h.binary
+    s.save(tmp_path / "s")
+    back = load_summary(tmp_path / "s")
+    rep = evaluate(back, clusters, protocol="smoke", full_reference=True)
+    r = rep.results["inf-ae"]
+    assert 0 <= r["mean"] <= 100 and r["pct_of_full"] > 0 and "HR@10" in rep.table()
+    other = build("other", cluster_log(items=30), k_core_min=2)
+    with pytest.raises(ValueError, match="items"):
+        evaluate(back, other, protocol="smoke")
+
+
+def test_distill_cf_budget_errors(clusters):
+    d = create_distiller("distill-cf", "tiny")
+    with pytest.raises(ConfigError, match="users"):
+        d.init_synset(clusters)
+    with pytest.raises(ConfigError, match="users"):
+        d.init_synset(clusters, ipc=2)
+    with pytest.raises(ConfigError):
+        create_distiller("distill-cf", model="convnet")
+
+
+def test_distill_cf_lowers_its_loss_and_hard_stays_binary(clusters):
+    d = create_distiller("distill-cf", iterations=15, samples_per_user=10, tau=1.0, reg=0.1,
+                         lr_data=0.2, init="noise", hard=True, seed=0)
+    syn = d.init_synset(clusters, users=4)
+    seen = []
+    d.distill(clusters, syn, [seen.append])
+    first, last = np.mean([e["reconstruction"] for e in seen[:3]]), np.mean([e["reconstruction"] for e in seen[-3:]])
+    assert last < first
+    assert syn.binary and syn.stored_bytes() == 4 * (int(syn.rows.sum()) + 5)
+
+
+def test_cli_distill_and_evaluate(tmp_path):
+    log = cluster_log(users=40)
+    (tmp_path / "r.csv").write_text("\n".join(f"{u},{i}" for u, i in zip(log.users, log.items)))
+    run = [sys.executable, "-m", "datadistill"]
+    out = subprocess.run(run + ["distill", "--method", "distill-cf", "--dataset", str(tmp_path / "r.csv"),
+                                "--users", "6", "--preset", "tiny", "--out", str(tmp_path / "run"), "--quiet"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    ev = subprocess.run(run + ["evaluate", str(tmp_path / "run"), "--protocol", "smoke"],
+                        capture_output=True, text=True, timeout=120)
+    assert ev.returncode == 0, ev.stderr
+    assert "nDCG@10" in ev.stdout and "distill-cf" in ev.stdout
