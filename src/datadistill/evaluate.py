@@ -134,6 +134,10 @@ def evaluate(syn: SyntheticSet, real, *, models: Sequence[str] | None = None,
     """
     modality = syn.info.modality
     if modality != "image":
+        if modality not in MODALITY_EVALUATORS:  # modality packages register their evaluator on import
+            import importlib.util
+            if importlib.util.find_spec(f"{__package__}.{modality}") is not None:
+                importlib.import_module(f"{__package__}.{modality}")
         return MODALITY_EVALUATORS.get(modality)(
             syn, real, models=models, protocol=protocol, num_models=num_models, seed=seed,
             device=device, full_reference=full_reference, on_model=on_model)

@@ -27,6 +27,9 @@ def load_dataset(name_or_path: str, *, data_dir=None, download: bool = True, **k
     if key.lower() in DATASETS:
         return DATASETS.get(key)(data_dir=data_dir, download=download, **kw)
     p = Path(os.path.expanduser(key))
+    if p.suffix.lower() in (".csv", ".tsv"):  # recommender interactions: user, item[, rating[, ts]]
+        from .recsys import load_interactions_csv
+        return load_interactions_csv(p, **kw)
     if p.suffix == ".npz" or p.is_dir() or os.sep in key:
         from .images import load_image_path
         return load_image_path(p, **kw)
