@@ -23,7 +23,7 @@ from .train import accuracy, train_model
 
 #: A standard full-data schedule ("tens of epochs"): SGD momentum 0.9, lr 0.01 x0.1 at half.
 FULL_SETTINGS = {"epochs": 20, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
-                 "batch_size": 256, "dsa": False, "seed": 0}
+                 "batch_size": 256, "dsa": False, "seed": 0, "precision": "fp32"}
 
 
 def cache_dir() -> Path:
@@ -56,7 +56,7 @@ def full_data_model(real: RealData, model: str = "convnet", *, device=None,
     tr = real.train.to(dev)
     train_model(net, tr.x, tr.y, epochs=s["epochs"], generator=gen, lr=s["lr"],
                 momentum=s["momentum"], weight_decay=s["weight_decay"],
-                batch_size=s["batch_size"], dsa=dsa)
+                batch_size=s["batch_size"], dsa=dsa, precision=s["precision"])
     rec = {"dataset": real.info.name, "model": model, "settings": s,
            "val_accuracy": 100 * accuracy(net, real.val.x.to(dev), real.val.y.to(dev)),
            "accuracy": 100 * accuracy(net, real.test.x.to(dev), real.test.y.to(dev))}
