@@ -42,6 +42,7 @@ def main():
     ap.add_argument("--num-models", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], help="method parameter key=value")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--distill-only", action="store_true", help="save snapshots, evaluate later")
     a = ap.parse_args()
     alloc = runtime.tune_allocator()
     marks = sorted(float(m) for m in a.minutes.split(","))
@@ -66,7 +67,7 @@ def main():
             used = (time.process_time() - cpu0) / threads / 60
             while pending and used >= pending[0]:
                 m = pending.pop(0)
-                syn.meta.update({"iterations": ev["iteration"], "cpu_minutes": used,
+                syn.meta.update({"method": a.method, "iterations": ev["iteration"], "cpu_minutes": used,
                                  "wall_minutes": (time.perf_counter() - wall0) / 60})
                 syn.save(out / f"min{m:g}")
                 print(f"{m:g} min: iteration {ev['iteration']}, wall {(time.perf_counter() - wall0) / 60:.1f} min",
@@ -77,9 +78,11 @@ def main():
             d.distill(real, syn, [cb])
         except Budget:
             pass
+    if a.distill_only:
+        return
     for m in marks:
         key = f"{m:g}"
-        if key in rec["rows"]:
+        if key in rec["rows"] or not (out / f"min{m:g}" / "summary.json").exists():
             continue
         s = load_summary(out / f"min{m:g}")
         rep = evaluate(s, real, protocol=a.protocol, num_models=a.num_models, seed=a.seed)
