@@ -82,19 +82,40 @@ def test_download_checksum_verified(tmp_path, monkeypatch):
     assert files_mod.download("http://x/y", tmp_path / "y", md5=good).read_bytes() == b"not the real file"
 
 
-def test_cifar_pickles(tmp_path):
-    d = tmp_path / "cifar-10-batches-py"
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_pickles(tmp_path, name):
+    ten = name == "cifar10"
+    d = tmp_path / ("cifar-10-batches-py" if ten else "cifar-100-python")
     d.mkdir()
     rng = np.random.default_rng(0)
-    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+    k = 10 if ten else 100
+    key = "labels" if ten else "fine_labels"
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] if ten else ["train", "test"]
+    for f in files:
+        n = 200 if f == "train" else 20 if ten else 100
         with open(d / f, "wb") as fh:
-            pickle.dump({"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8),
-                         "labels": list(np.arange(20) % 10)}, fh)
-    with open(d / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, fh)
-    real = load_dataset("cifar10", data_dir=tmp_path, download=False)
+            pickle.dump({"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+                         key: list(np.arange(n) % k)}, fh)
+    meta, names_key = ("batches.meta", "label_names") if ten else ("meta", "fine_label_names")
+    with open(d / meta, "wb") as fh:
+        pickle.dump({names_key: [f"c{i}" for i in range(k)]}, fh)
+    real = load_dataset(name, data_dir=tmp_path, download=False)
     assert real.info.shape == (3, 32, 32) and real.info.class_names[3] == "c3"
-    assert len(real.test) == 20 and len(real.train) + len(real.val) == 100
+    assert real.info.num_classes == k
+    assert len(real.train) + len(real.val) == (100 if ten else 200)
+
+
+def test_every_registered_dataset_fails_clearly_when_absent(tmp_path):
+    """The loader contract: with no files and no download, a DatasetNotFoundError that says
+    where to get the data (embedded datasets load instead)."""
+    from datadistill.data import DATASETS
+    for name in DATASETS.names():
+        try:
+            real = load_dataset(name, data_dir=tmp_path / name, download=False)
+        except DatasetNotFoundError as e:
+            assert name.split("-")[0].lower() in str(e).lower() or "data" in str(e).lower()
+            continue
+        assert real.info.num_classes >= 2, name  # embedded (digits)
 
 
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian dataset-fashion-mnist not installed")
