@@ -47,7 +47,8 @@ def main():
             t0 = time.perf_counter()
             syn = select_coreset(real, ipc, m, seed=a.seed, feature_settings=fs)
             t_sel = time.perf_counter() - t0
-            rep = evaluate(syn, real, protocol=a.protocol, num_models=a.num_models, seed=a.seed)
+            rep = evaluate(syn, real, protocol=a.protocol, num_models=a.num_models, seed=a.seed,
+                       on_model=lambda ev: print('  model', ev, flush=True))
             r = rep.results["convnet"]
             rec["rows"][key] = {"method": m, "ipc": ipc, "accs": r["accs"], "mean": r["mean"],
                                 "std": r["std"], "select_s": t_sel,

@@ -43,7 +43,8 @@ def main():
     d = create_distiller("dm", iterations=a.iterations, precision=a.precision, seed=a.seed)
     init = d.init_synset(real, ipc=a.ipc)
     if not a.skip_init:
-        rep = evaluate(init, real, protocol=a.protocol, num_models=a.num_models, seed=a.seed)
+        rep = evaluate(init, real, protocol=a.protocol, num_models=a.num_models, seed=a.seed,
+                       on_model=lambda ev: print('  model', ev, flush=True))
         rec["init"] = rep.to_dict()
         save(name, rec)
         print("init", rep.table(), flush=True)
@@ -60,7 +61,8 @@ def main():
     rec["distill_meta"] = {k: syn.meta.get(k) for k in ("iterations", "wall_time_s", "params")}
     rec["peak_rss_gb_after_distill"] = runtime.peak_rss_bytes() / 2**30
     save(name, rec)
-    rep = evaluate(syn, real, protocol=a.protocol, num_models=a.num_models, seed=a.seed)
+    rep = evaluate(syn, real, protocol=a.protocol, num_models=a.num_models, seed=a.seed,
+                       on_model=lambda ev: print('  model', ev, flush=True))
     rec["dm"] = rep.to_dict()
     rec["peak_rss_gb"] = runtime.peak_rss_bytes() / 2**30
     save(name, rec)
