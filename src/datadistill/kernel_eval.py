@@ -83,9 +83,10 @@ def regression_targets(syn) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_krr(syn, real, kernel: str | None = None, *, reg: float | None = None,
                  depth: int | None = None, width: int | None = None, seed: int = 0,
-                 batch: int = 256, device=None) -> dict[str, Any]:
+                 batch: int = 256, limit: int | None = None, device=None) -> dict[str, Any]:
     """Test accuracy (%) of KRR on the summary with ``kernel`` (default: the kernel the summary
-    was distilled with, from its metadata) and regularizer ``reg`` (trace-scaled)."""
+    was distilled with, from its metadata) and regularizer ``reg`` (trace-scaled). ``limit``
+    uses only the first ``limit`` test examples (a fixed subset, for expensive kernels)."""
     from .evaluate import matched_test_split
 
     params = syn.meta.get("params") or {}
@@ -96,7 +97,10 @@ def evaluate_krr(syn, real, kernel: str | None = None, *, reg: float | None = No
     depth = depth if depth is not None else params.get("kernel_depth")
     width = width if width is not None else params.get("kernel_width")
     dev = resolve_device(device)
-    test = matched_test_split(syn, real).to(dev)
+    test = matched_test_split(syn, real)
+    if limit is not None:
+        test = type(test)(test.x[:limit], test.y[:limit])
+    test = test.to(dev)
     x_s, _ = syn.materialize()
     x_s, y_s = x_s.detach().to(dev).float(), regression_targets(syn).to(dev)
     k = make_kernel(kernel, syn.info, generator=make_generator(seed), device=dev, depth=depth,

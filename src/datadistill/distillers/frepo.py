@@ -34,7 +34,7 @@ class FRePO(KRRDistiller):
 
     name = "frepo"
     presets = {
-        "cpu-1000": {"iterations": 1000, "batch_real": 500},
+        "cpu-200": {"iterations": 200, "batch_real": 256},
         "tiny": {"iterations": 4, "batch_real": 64, "pool_size": 2, "max_online_updates": 2},
     }
 

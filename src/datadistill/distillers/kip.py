@@ -24,6 +24,7 @@ import dataclasses
 import torch
 
 from ..kernel_eval import KERNELS, make_kernel
+from ..krr import krr_solve
 from .base import DISTILLERS, ConfigError
 from .krr_base import KRRDistiller
 
@@ -36,8 +37,8 @@ class KIP(KRRDistiller):
     name = "kip"
     presets = {
         "fc": {"kernel": "fc_ntk", "kernel_depth": 3, "lr_data": 0.04},
-        "cpu-conv": {"iterations": 300, "batch_real": 500},
-        "cpu-fc": {"kernel": "fc_ntk", "kernel_depth": 3, "lr_data": 0.04, "iterations": 1000,
+        "cpu-conv": {"iterations": 100, "batch_real": 500},
+        "cpu-fc": {"kernel": "fc_ntk", "kernel_depth": 3, "lr_data": 0.04, "iterations": 500,
                    "batch_real": 2000},
         "tiny": {"iterations": 3, "batch_real": 64},
     }
@@ -46,9 +47,12 @@ class KIP(KRRDistiller):
     kernel: str = "conv_ntk"
     kernel_depth: int | None = None  # None: 3 conv layers / 1 FC hidden layer
     kernel_width: int | None = None  # only for convnet_entk (default 64)
+    real_chunk: int = 256  # real examples per kernel block (memory, not the result)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.real_chunk < 1:
+            raise ConfigError(f"real_chunk must be >= 1, got {self.real_chunk}")
         if self.kernel not in KERNELS:
             raise ConfigError(f"unknown kernel {self.kernel!r}; known: {', '.join(KERNELS.names())}")
 
@@ -65,10 +69,34 @@ class KIP(KRRDistiller):
         kern = self._make_kernel(real) if self.random_kernel_ else self.kernel_
         x_t, y_t = self.real_batch(real)
         x_s, y_s = syn.materialize()
-        n = x_s.shape[0]
-        k = kern(x_s, torch.cat([x_s, x_t]))  # one call: [n, n + m]
-        pred = self.krr(k[:, :n], k[:, n:].T, y_s)
-        loss = 0.5 * ((pred - y_t) ** 2).sum(1).mean()
-        self.update(loss)
-        acc = float((pred.argmax(1) == y_t.argmax(1)).float().mean())
-        return {"loss": float(loss.detach()), "batch_acc": acc}
+        feat = getattr(kern, "features", None)  # feature-map kernels: K = Phi Phi^T
+        if feat is not None:
+            phi = feat(x_s)
+            k_ss, lead = phi @ phi.T, phi.detach().requires_grad_(True)
+        else:
+            phi, k_ss, lead = None, kern(x_s, x_s), None
+        alpha = krr_solve(k_ss.double(), y_s.double(), self.reg)
+        # stream the real batch in chunks: per chunk, grads reach X_s through K_ts (or detached
+        # copies of alpha and Phi_s, whose own graph is back-propagated once at the end)
+        a = alpha.detach().requires_grad_(True)
+        self.optimizer_.zero_grad(set_to_none=True)
+        total, correct, m = 0.0, 0, x_t.shape[0]
+        for i in range(0, m, self.real_chunk):
+            xc, yc = x_t[i:i + self.real_chunk], y_t[i:i + self.real_chunk]
+            if feat is not None:
+                with torch.no_grad():
+                    phi_c = feat(xc)
+                k_ts = phi_c @ lead.T
+            else:
+                k_ts = kern(xc, x_s)
+            pred = (k_ts.double() @ a).float()
+            loss = 0.5 * ((pred - yc) ** 2).sum() / m
+            loss.backward()
+            total += float(loss.detach())
+            correct += int((pred.argmax(1) == yc.argmax(1)).sum())
+        if feat is not None:
+            torch.autograd.backward([alpha, phi], [a.grad, lead.grad])
+        else:
+            alpha.backward(a.grad)
+        self.optimizer_.step()
+        return {"loss": total, "batch_acc": correct / m}

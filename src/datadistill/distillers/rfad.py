@@ -33,7 +33,7 @@ class RFAD(KRRDistiller):
 
     name = "rfad"
     presets = {
-        "cpu-300": {"iterations": 300, "batch_real": 1000},
+        "cpu-200": {"iterations": 200, "batch_real": 500, "n_models": 4, "rf_width": 64},
         "tiny": {"iterations": 3, "batch_real": 64, "n_models": 2, "rf_width": 16},
     }
 
