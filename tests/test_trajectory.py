@@ -226,3 +226,37 @@ def test_bad_settings_are_rejected(digits):
     plain = init_from(digits, 1, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ConfigError, match="step size"):
         create_distiller("mtt", **TINY).setup(digits, plain)
+
+
+def test_flat_student_matches_the_module_through_a_double_backward(digits):
+    """The student's instance-norm swap gives the model's values and second-order gradients."""
+    import copy
+
+    from torch.func import functional_call
+
+    from datadistill.distillers.mtt import FlatStudent
+
+    net = create_model("convnet_w32", digits.info, generator=torch.Generator().manual_seed(0))
+    net = net.double()
+    ref = copy.deepcopy(net)
+    st = FlatStudent(net)
+    theta0 = ex.flat_parameters(ref).double().requires_grad_(True)
+    x = digits.train.x[:12].double().requires_grad_(True)
+    y = digits.train.y[:12]
+
+    def ref_call(th, xb):
+        shapes = [p.shape for p in ref.parameters()]
+        parts = th.split([p.numel() for p in ref.parameters()])
+        names = [n for n, _ in ref.named_parameters()]
+        return functional_call(ref, {n: t.view(s) for n, t, s in zip(names, parts, shapes)}, (xb,))
+
+    grads = []
+    for f in (ref_call, st):
+        th = theta0
+        for _ in range(3):
+            loss = torch.nn.functional.cross_entropy(f(th, x), y)
+            th = th - 0.1 * torch.autograd.grad(loss, th, create_graph=True)[0]
+        grads.append(torch.autograd.grad((th ** 2).sum(), [x, theta0]))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in st.module.modules())

@@ -1,0 +1,83 @@
+"""Peak RSS of one MTT / TESLA iteration on Fashion-MNIST IPC 10 against syn_steps, each
+configuration in a fresh subprocess (peak RSS of the whole process: data, model and the unroll).
+
+    flock /tmp/datadistill-bench.lock python bench/mtt_memory.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mtt_common import machine, write
+
+CONFIGS = [("mtt", s) for s in (5, 10, 20, 40)] + [("tesla", s) for s in (5, 10, 20, 40, 80, 160)]
+
+
+def child(method: str, steps: int, precision: str) -> dict:
+    import torch
+
+    from mtt_setup import make
+
+    from datadistill.runtime import peak_rss_bytes, tune_allocator
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    alloc = tune_allocator()
+    real, d, syn = make(method, syn_steps=steps, precision=precision)
+    before = peak_rss_bytes()
+    t0 = time.perf_counter()
+    m = d.step(real, syn)
+    return {"method": method, "syn_steps": steps, "precision": precision, "allocator": alloc,
+            "peak_rss_gib": peak_rss_bytes() / 2**30, "rss_before_step_gib": before / 2**30,
+            "step_s": time.perf_counter() - t0, "loss": m["loss"]}
+
+
+def mem_available_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--child", nargs=2, metavar=("METHOD", "STEPS"))
+    ap.add_argument("--precision", default="fp32")
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.precision)))
+        return
+    out = f"mtt_memory_{args.precision}.json"
+    rec = {"command": "flock /tmp/datadistill-bench.lock python bench/mtt_memory.py"
+                      + (f" --precision {args.precision}" if args.precision != "fp32" else ""),
+           "machine": machine(), "setting": "fashion-mnist, IPC 10, ConvNet-128-3, batch_syn = all "
+           "(100), DSA, one iteration per fresh process", "rows": []}
+    for method, steps in CONFIGS:
+        prev = [r for r in rec["rows"] if r["method"] == method and "peak_rss_gib" in r]
+        if len(prev) >= 2:  # linear extrapolation; skip what would not fit in free memory
+            a, b = prev[-2], prev[-1]
+            slope = (b["peak_rss_gib"] - a["peak_rss_gib"]) / (b["syn_steps"] - a["syn_steps"])
+            need = b["peak_rss_gib"] + slope * (steps - b["syn_steps"])
+            if need > mem_available_gib() - 1.0:
+                rec["rows"].append({"method": method, "syn_steps": steps, "skipped":
+                                    f"needs ~{need:.1f} GiB, {mem_available_gib():.1f} GiB free"})
+                write(out, rec)
+                continue
+        p = subprocess.run([sys.executable, __file__, "--child", method, str(steps),
+                            "--precision", args.precision],
+                           capture_output=True, text=True, cwd=Path(__file__).parent)
+        if p.returncode != 0:
+            rec["rows"].append({"method": method, "syn_steps": steps,
+                                "error": p.stderr.strip().splitlines()[-1:]})
+        else:
+            rec["rows"].append(json.loads(p.stdout.strip().splitlines()[-1]))
+        print(rec["rows"][-1], flush=True)
+        write(out, rec)
+
+
+if __name__ == "__main__":
+    main()
