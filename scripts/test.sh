@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q "torch==2.13.0" || python -m pip install -q "torch>=2.2,<3" --index-url https://download.pytorch.org/whl/cpu
-python -m pip install -q -e ".[test]"
+python -m pip install -q -e ".[test,graph]"
 python -m pytest -q "$@"

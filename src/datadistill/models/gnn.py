@@ -165,6 +165,9 @@ class SGC(nn.Module):
 
     modality = "graph"
 
+    #: ``embed`` has no parameters, so callers may cache it for a fixed graph.
+    param_free_embed = True
+
     def __init__(self, info, *, k: int = 2):
         super().__init__()
         self.task = graph_task(info)
@@ -180,7 +183,13 @@ class SGC(nn.Module):
         return _pool(x, batch, num_graphs) if self.task == "graph" else x
 
     def forward(self, x, edge_index, edge_weight=None, batch=None, num_graphs=None) -> Tensor:
-        return self.head(self.embed(x, edge_index, edge_weight, batch, num_graphs))
+        if self.task == "graph":
+            return self.head(self.embed(x, edge_index, edge_weight, batch, num_graphs))
+        h = _linear(x, self.head.weight)  # the same linear map, W first (cheaper when F > K)
+        ei, w = gcn_norm(edge_index, edge_weight, h.shape[0], h.dtype)
+        for _ in range(self.k):
+            h = _propagate(h, ei, w, h.shape[0])
+        return h + self.head.bias
 
 
 class SAGELayer(nn.Module):
