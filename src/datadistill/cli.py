@@ -167,12 +167,21 @@ def cmd_baseline(args) -> int:
 
     runtime.tune_allocator()
     real = _load_data(args.dataset, args.data_dir, args.zca)
-    syn = select_coreset(real, args.ipc, args.coreset, seed=args.seed, model=args.model,
-                         device=args.device, log=lambda m: print(m, file=sys.stderr))
+    if real.info.modality == "graph":  # nodes (--ratio) or graphs (--ipc) of the real data
+        from .graph_coresets import select_graph_coreset
+        syn = select_graph_coreset(real, args.coreset, ratio=args.ratio, ipc=args.ipc,
+                                   seed=args.seed, device=args.device,
+                                   **({} if args.model == "convnet" else {"model": args.model}))
+    else:
+        if args.ipc is None:
+            return _err("baseline needs --ipc")
+        syn = select_coreset(real, args.ipc, args.coreset, seed=args.seed, model=args.model,
+                             device=args.device, log=lambda m: print(m, file=sys.stderr))
     syn.meta["dataset_source"] = args.dataset
     out = Path(args.out)
     syn.save(out / "summary")
-    image_grid(syn, out / "grid.png")
+    if real.info.modality == "image":
+        image_grid(syn, out / "grid.png")
     print(f"summary: {out / 'summary'} ({args.coreset}, {syn.num_examples} examples)")
     return 0
 
@@ -318,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("baseline", help="a coreset baseline: random, herding, kcenter")
     b.add_argument("--coreset", required=True)
     b.add_argument("--dataset", required=True)
-    b.add_argument("--ipc", type=int, required=True)
+    b.add_argument("--ipc", type=int, default=None, help="examples (graphs) per class")
+    b.add_argument("--ratio", type=float, default=None, help="node graphs: fraction of all nodes")
     b.add_argument("--model", default="convnet", help="feature network for herding/kcenter")
     b.add_argument("--zca", action="store_true")
     b.add_argument("--out", required=True)

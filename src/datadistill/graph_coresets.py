@@ -18,6 +18,7 @@ import time
 import torch
 
 from .coresets import CORESETS, NEEDS_FEATURES
+from .distillers.base import ConfigError
 from .distillers.gcond import node_budget
 from .models import create_model
 from .runtime import make_generator, resolve_device
@@ -72,7 +73,7 @@ def select_graph_coreset(real, method: str = "random", *, ratio: float | None = 
     if task == "node":
         from torch_geometric.utils import subgraph
         if ratio is None or ipc is not None:
-            raise ValueError("node-classification coresets take ratio (fraction of all nodes)")
+            raise ConfigError("node-classification coresets take --ratio (fraction of all nodes)")
         counts = node_budget(real.class_counts(), real.num_nodes, ratio)
         picked = []
         for c in range(k):
@@ -90,7 +91,7 @@ def select_graph_coreset(real, method: str = "random", *, ratio: float | None = 
     else:
         from torch_geometric.utils import to_dense_batch
         if ipc is None or ratio is not None:
-            raise ValueError("graph-classification coresets take ipc (graphs per class)")
+            raise ConfigError("graph-classification coresets take --ipc (graphs per class)")
         small = [(c, n) for c, n in enumerate(real.class_counts()) if n < ipc]
         if small:
             raise IPCError(f"ipc {ipc} is larger than these classes: {small}")
