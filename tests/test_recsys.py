@@ -12,7 +12,7 @@ from datadistill.data.recsys import Interactions, build, k_core
 from datadistill.distillers import ConfigError, create_distiller
 from datadistill.evaluate import evaluate
 from datadistill.recsys.evaluation import RECSYS_PROTOCOLS, select_and_test
-from datadistill.recsys.metrics import batch_metrics
+from datadistill.recsys.metrics import batch_metrics, rank_metrics
 from datadistill.recsys.models import create_recommender
 from datadistill.recsys.subsets import select_users
 from datadistill.synsets import load_summary
@@ -121,19 +121,26 @@ def test_multi_gumbel_gradient_and_hard_samples():
     assert set(hard.detach().unique().tolist()) <= {0.0, 1.0} and (hard.detach().sum(1) <= 6).all()
     hard.sum().backward()
     assert s.logits.grad is not None and torch.isfinite(s.logits.grad).all() and s.logits.grad.abs().sum() > 0
+    s.logits.grad = None
+    e = s.sample_expected(torch.Generator().manual_seed(0), samples=6)
+    assert set(e.detach().unique().tolist()) <= {0.0, 1.0} and (e.detach().sum(1) <= 6).all()
+    e.sum().backward()  # the gradient of the expected number of distinct items
+    assert torch.isfinite(s.logits.grad).all() and s.logits.grad.abs().sum() > 0
     a = s.sample(torch.Generator().manual_seed(3), samples=6, tau=1.0, hard=False)
     b = s.sample(torch.Generator().manual_seed(3), samples=6, tau=1.0, hard=False)
     assert torch.equal(a, b) and 0 <= float(a.detach().min()) and float(a.detach().max()) <= 1
 
 
-@pytest.mark.parametrize("name", ["inf-ae", "ease", "mf"])
-def test_recommenders_learn_the_clusters(clusters, name):
-    r = select_and_test(name, clusters.dense("train"), clusters, protocol=RECSYS_PROTOCOLS["smoke"])
-    pop = select_and_test(name, torch.ones(1, clusters.num_items), clusters, protocol=RECSYS_PROTOCOLS["smoke"]) \
-        if name == "inf-ae" else None
-    assert r["test"]["auc"] > 0.7, r  # the user's block ranked above the other blocks (chance: 0.5)
-    if pop is not None:  # one all-ones fake user carries no taste information
-        assert r["test"]["ndcg@10"] > pop["test"]["ndcg@10"] + 10
+@pytest.mark.parametrize("name,kw", [("inf-ae", {}), ("ease", {}), ("mf", {"factors": 8, "iterations": 6})])
+def test_recommenders_learn_the_clusters(clusters, name, kw):
+    def test_ndcg_auc(rows):
+        model = create_recommender(name, **kw).fit(rows, **create_recommender(name).default)
+        m = rank_metrics(model.scores(clusters.dense("test-context")), clusters.context("test"), clusters.test)
+        return m["ndcg@10"], m["auc"]
+    ndcg, auc = test_ndcg_auc(clusters.dense("train"))
+    assert auc > 0.7, auc  # the user's block ranked above the other blocks (chance: 0.5)
+    if name == "inf-ae":  # one all-ones fake user carries no taste information
+        assert ndcg > test_ndcg_auc(torch.ones(1, clusters.num_items))[0] + 10
 
 
 def test_subsets_and_evaluator_dispatch(clusters, tmp_path):
@@ -171,6 +178,18 @@ def test_distill_cf_lowers_its_loss_and_hard_stays_binary(clusters):
     first, last = np.mean([e["reconstruction"] for e in seen[:3]]), np.mean([e["reconstruction"] for e in seen[-3:]])
     assert last < first
     assert syn.binary and syn.stored_bytes() == 4 * (int(syn.rows.sum()) + 5)
+
+
+def test_distill_cf_cpu_preset_runs_the_expected_estimator(clusters):
+    d = create_distiller("distill-cf", "cpu", iterations=12, reg=0.1, seed=1)
+    assert d.estimator == "expected" and d.samples_per_user == 20
+    syn = d.init_synset(clusters, users=4)
+    start = syn.rows.clone()
+    assert set(start.unique().tolist()) <= {0.0, 1.0} and start.sum() > 0  # real users' rows
+    seen = []
+    d.distill(clusters, syn, [seen.append])
+    assert syn.binary and len(seen) == 12 and all(math.isfinite(e["loss"]) for e in seen)
+    assert not torch.equal(syn.rows, start)
 
 
 def test_cli_distill_and_evaluate(tmp_path):

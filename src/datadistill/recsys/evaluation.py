@@ -132,9 +132,9 @@ class RecsysReport(EvalReport):
                  + ("" if not self.overrides else f"  overrides: {self.overrides}"),
                  f"summary: {s.get('method') or '?'} on {s['dataset']}, {s['users']} users, "
                  f"{s['interactions']} interactions (binary: {s['binary']}), {s['stored_bytes']} stored bytes",
-                 f"{'model':<10}{'HR@10 %':>16}{'nDCG@10 %':>16}{'AUC':>14}{'% of full nDCG':>16}"]
+                 f"{'model':<10}{'HR@10 %':>16}{'nDCG@10 %':>16}{'AUC':>18}{'% of full nDCG':>16}"]
         for m, r in self.results.items():
             f = lambda key, d=2: f"{r[key]['mean']:.{d}f} ± {r[key]['std']:.{d}f}"  # noqa: E731
             pct = f"{r['pct_of_full']:.1f}" if r.get("pct_of_full") is not None else "-"
-            lines.append(f"{m:<10}{f('hr@10'):>16}{f('ndcg@10'):>16}{f('auc', 4):>14}{pct:>16}")
+            lines.append(f"{m:<10}{f('hr@10'):>16}{f('ndcg@10'):>16}{f('auc', 4):>18}{pct:>16}")
         return "\n".join(lines)

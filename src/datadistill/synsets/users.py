@@ -8,7 +8,9 @@ hard Gumbel samples). ``GumbelUserSet`` (Distill-CF) adds the learnable prior ``
     R_syn = 1[ item i is the argmax of Ω_u + g_s for some s ]                            (hard)
 
 The soft form is the reference code's (a relaxed sample, values in [0, 1]); the hard form keeps
-the summary binary, with the soft form's gradient (straight-through). ``materialize()`` returns
+the summary binary, with the soft form's gradient (straight-through). ``sample_expected`` is a
+cheaper estimator (not the paper's): the same binary sample drawn directly, with the gradient of
+its expectation 1 - (1 - softmax Ω)^γ. ``materialize()`` returns
 ``(R_syn, R_syn)``: an autoencoder recommender reconstructs its input rows.
 """
 from __future__ import annotations
@@ -116,6 +118,17 @@ class GumbelUserSet(UserRowSet):
         if not hard:
             return soft
         return (counts > 0).to(soft.dtype) + (soft - soft.detach())  # straight-through: exact 0/1
+
+    def sample_expected(self, generator: torch.Generator, *, samples: int) -> Tensor:
+        """The binary union of ``samples`` categorical draws from softmax(Ω) (what the hard
+        Gumbel-max sample is, in distribution), with the gradient of its expectation
+        ``1 - (1 - softmax(Ω))^γ`` (straight-through on the mean: one pass, no γ-fold noise)."""
+        p = torch.softmax(self.logits, -1)
+        with torch.no_grad():
+            draws = torch.multinomial(p.detach().cpu(), samples, replacement=True, generator=generator)
+            hard = torch.zeros_like(p).scatter_(1, draws.to(p.device), 1.0)
+        expected = 1 - (1 - p).pow(samples)
+        return hard + (expected - expected.detach())
 
     @torch.no_grad()
     def set_rows(self, rows: Tensor) -> None:
