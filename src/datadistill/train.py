@@ -32,16 +32,20 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generato
                 lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4,
                 batch_size: int = 256, decay_at: float | None = 0.5, dsa: DSA | None = None,
                 label_format: str = "hard", precision: str = "fp32",
-                on_epoch: Callable[[int, float], None] | None = None) -> nn.Module:
+                on_epoch: Callable[[int, float], None] | None = None,
+                optimizer: torch.optim.Optimizer | None = None) -> nn.Module:
     """SGD with momentum on ``(x, y)`` for ``epochs`` epochs, lr x0.1 after ``decay_at`` of them
     (the field's evaluation schedule), shuffled mini-batches from ``generator``; per-example DSA
-    when given. Returns the trained model (in eval mode)."""
+    when given. ``optimizer`` continues an existing optimizer of ``model`` (its state, e.g.
+    momentum, carries over between calls; ``lr``/``momentum``/``weight_decay`` are then unused).
+    Returns the trained model (in eval mode)."""
     x, y = x.detach(), y.detach()
     if x.shape[0] == 0:
         raise ValueError("cannot train on an empty set")
     if not (torch.isfinite(x).all() and torch.isfinite(y.float()).all()):
         raise ValueError("training data contains NaN or inf")
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt = optimizer if optimizer is not None else torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     decay_epoch = int(epochs * decay_at) if decay_at else None
     n, dev = x.shape[0], x.device
     model.train()

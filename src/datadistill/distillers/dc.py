@@ -90,6 +90,7 @@ class DC(Distiller):
     outer_loop: int | None = None  # None: by IPC (``loops_for_ipc``)
     inner_loop: int | None = None
     bn_batch: int = 16  # real images per class that set the frozen BN statistics
+    compile: bool = False  # torch.compile the first-order real-data gradient (same math)
 
     def __post_init__(self):
         super().__post_init__()
@@ -111,6 +112,25 @@ class DC(Distiller):
         self.outer_ = self.outer_loop if self.outer_loop is not None else outer
         self.inner_ = self.inner_loop if self.inner_loop is not None else inner
         self.train_dsa_ = self.dsa_  # DSA also augments the inner training (per example)
+        self.names_: list[str] = []
+        self.real_grad_ = self._compiled_real_gradient(real) if self.compile else None
+
+    def _compiled_real_gradient(self, real):
+        """``(params, x, y) -> grads`` through ``torch.func`` on one template network (new
+        networks are passed as parameters, so nothing recompiles), compiled once."""
+        from torch.func import functional_call, grad
+
+        template = create_model(self.model, real.info, device=self.device_)
+        if has_batchnorm(template):
+            raise ConfigError("compile=True supports networks without batch norm")
+        dev, precision = self.device_, self.precision
+
+        def loss(params, x, y):
+            with autocast(dev, precision):
+                out = functional_call(template, params, (x,))
+            return label_loss(out, y)
+
+        return torch.compile(grad(loss), dynamic=False)
 
     def fresh_network(self, real) -> nn.Module:
         net = create_model(self.model, real.info, generator=self.gen_, device=self.device_)
@@ -121,6 +141,9 @@ class DC(Distiller):
                       label_format: str = "hard", create_graph: bool = False) -> list[Tensor]:
         """Gradient of the label loss of ``net`` on ``(x, y)`` w.r.t. ``params``; with
         ``create_graph`` it stays differentiable w.r.t. ``x`` (second order)."""
+        if not create_graph and self.real_grad_ is not None and len(params) == len(self.names_):
+            g = self.real_grad_(dict(zip(self.names_, (p.detach() for p in params))), x, y)
+            return [t.float() for t in g.values()]
         with autocast(self.device_, self.precision):
             out = net(x)
         loss = label_loss(out, y, label_format)
@@ -144,7 +167,7 @@ class DC(Distiller):
 
     def matching_loss(self, net: nn.Module, real, syn) -> Tensor:
         """sum_c D(grad l(T_c), grad l(S_c)) — eq. (7)'s inner sum for the current network."""
-        params = [p for p in net.parameters() if p.requires_grad]
+        params = self.matched_parameters(net)
         total = None
         for xr, yr, xs, ys in self.class_batches(real, syn):
             g_real = self.loss_gradient(net, params, xr, yr)
@@ -152,6 +175,11 @@ class DC(Distiller):
             d = gradient_distance(g_real, g_syn, self.metric)
             total = d if total is None else total + d
         return total
+
+    def matched_parameters(self, net: nn.Module) -> list[Tensor]:
+        named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+        self.names_ = [n for n, _ in named]
+        return [p for _, p in named]
 
     # -- the outer iteration --------------------------------------------------------------------
     def train_network(self, net: nn.Module, real, syn) -> None:

@@ -1,0 +1,236 @@
+"""Gradient-matching family (DC, DSA, DCC, IDC) and the multi-formation summary, on tiny data."""
+import dataclasses
+
+import pytest
+import torch
+
+from datadistill.distillers import DISTILLERS, ConfigError, create_distiller
+from datadistill.distillers.dc import DC, LOOPS, freeze_batchnorm, loops_for_ipc
+from datadistill.distillers.dcc import DCC
+from datadistill.distillers.dsa import DSA
+from datadistill.distillers.idc import IDC
+from datadistill.models import create_model
+from datadistill.objectives import gradient_distance
+from datadistill.synsets import init_from, load_summary
+from datadistill.synsets.multiformation import MultiFormationSet, decode_zoom, encode_zoom
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny second-order work: one thread is much faster than two on a loaded 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def gen(s=0):
+    return torch.Generator().manual_seed(s)
+
+
+# -- the matching loss ---------------------------------------------------------------------------
+def test_layerwise_distance_as_published():
+    w = torch.randn(4, 3, 3, 3)
+    b = torch.randn(4)
+    assert float(gradient_distance([w, b], [w.clone(), -b], "ours")) == pytest.approx(0, abs=1e-5)
+    # opposite direction in every output channel: 1 - (-1) = 2 per channel; bias ignored
+    assert float(gradient_distance([w, b], [-w, b], "ours")) == pytest.approx(8, abs=1e-4)
+    # scale-invariant per channel
+    s = torch.arange(1, 5.0).view(4, 1, 1, 1)
+    assert float(gradient_distance([w], [w * s], "ours")) == pytest.approx(0, abs=1e-5)
+    assert float(gradient_distance([w, b], [w + 1, b], "l1")) == pytest.approx(w.numel())
+    assert float(gradient_distance([w, b], [w + 1, b], "mse")) == pytest.approx(w.numel())
+    with pytest.raises(ValueError, match="unknown gradient metric"):
+        gradient_distance([w], [w], "l3")
+
+
+def test_loops_by_ipc_and_rule_for_others():
+    for ipc, loops in LOOPS.items():
+        assert loops_for_ipc(ipc) == loops
+    assert loops_for_ipc(12) == (12, 50)  # nearest published row: 10
+    assert loops_for_ipc(15) == (15, 50)  # tie 10/20 -> the smaller
+    assert loops_for_ipc(100) == (50, 10)
+    with pytest.raises(ConfigError):
+        loops_for_ipc(0)
+
+
+def test_batchnorm_frozen_to_real_batch_statistics(digits):
+    net = create_model("convnet_bn", digits.info, generator=gen())
+    x = digits.train.x[:64]
+    freeze_batchnorm(net, x)
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not bn.training
+    h = net.features[0](x)
+    assert torch.allclose(bn.running_mean, h.mean((0, 2, 3)), atol=1e-5)
+    before = bn.running_mean.clone()
+    net(torch.randn(8, *digits.info.shape))  # eval mode: statistics stay frozen
+    assert torch.equal(before, bn.running_mean)
+
+
+# -- DC / DSA / DCC ------------------------------------------------------------------------------
+def test_dsa_only_changes_augmentation_and_init():
+    assert issubclass(DSA, DC)
+    dc, dsa = DC(), DSA()
+    diff = {f.name for f in dataclasses.fields(DC) if getattr(dc, f.name) != getattr(dsa, f.name)}
+    assert diff == {"init", "dsa"} and dsa.dsa and dsa.init == "real" and dc.init == "noise"
+    assert DC.step is DSA.step and DC.matching_loss is DSA.matching_loss
+
+
+def test_dc_published_defaults_and_bad_config():
+    d = DC()
+    assert (d.iterations, d.lr_data, d.lr_net, d.batch_real, d.metric) == (1000, 0.1, 0.01, 256, "ours")
+    with pytest.raises(ConfigError, match="metric"):
+        DC(metric="cosine")
+    with pytest.raises(ConfigError, match="no parameter"):
+        create_distiller("dc", lr_img=1.0)
+
+
+def _fixed_batches(real, syn, k=10):
+    """Deterministic per-class batches (no augmentation) for comparing objectives by hand."""
+    x_syn, y_syn = syn.materialize()
+    out = []
+    for c in range(k):
+        xr = real.train.x[real.train.y == c][:8]
+        sel = syn.class_ids == c
+        out.append((xr, torch.full((len(xr),), c), x_syn[sel], y_syn[sel]))
+    return out
+
+
+@pytest.mark.parametrize("method", ["dc", "dcc"])
+def test_matching_loss_matches_the_equation(digits, method):
+    d = create_distiller(method, "tiny", device="cpu", dsa=False)
+    syn = d.init_synset(digits, ipc=2)
+    d.setup(digits, syn)
+    net = create_model(d.model, digits.info, generator=gen(3))
+    batches = _fixed_batches(digits, syn)
+    d.class_batches = lambda real, s: iter(batches)
+    loss = d.matching_loss(net, digits, syn)
+    params = list(net.parameters())
+    ce = torch.nn.functional.cross_entropy
+
+    def g(x, y, cg=False):
+        return torch.autograd.grad(ce(net(x), y), params, create_graph=cg)
+
+    if method == "dc":  # eq. (7): sum_c D(g_c(T), g_c(S))
+        want = sum(gradient_distance(g(xr, yr), g(xs, ys, True)) for xr, yr, xs, ys in batches)
+    else:  # eq. (8): D(mean_c g_c(T), mean_c g_c(S))
+        gr = [sum(t) / 10 for t in zip(*(g(xr, yr) for xr, yr, _, _ in batches))]
+        gs = [sum(t) / 10 for t in zip(*(g(xs, ys, True) for _, _, xs, ys in batches))]
+        want = gradient_distance(gr, gs)
+    assert float(loss.detach()) == pytest.approx(float(want), rel=1e-4)
+    (gx,) = torch.autograd.grad(loss, syn.x)
+    assert gx.abs().sum() > 0  # second-order gradient reaches the pixels
+
+
+def test_dc_and_dcc_objectives_differ(digits):
+    vals = []
+    for cls in (DC, DCC):
+        d = cls(iterations=1, batch_real=8, dsa=False, device="cpu")
+        syn = d.init_synset(digits, ipc=2)
+        d.setup(digits, syn)
+        net = create_model(d.model, digits.info, generator=gen(3))
+        batches = _fixed_batches(digits, syn)
+        d.class_batches = lambda real, s, b=batches: iter(b)
+        vals.append(float(d.matching_loss(net, digits, syn)))
+    assert abs(vals[0] - vals[1]) > 1e-3
+
+
+def test_dc_step_outer_inner_loops(digits, monkeypatch):
+    """outer_loop matching steps, an inner loop after all but the last, network fresh each step."""
+    d = create_distiller("dc", iterations=1, batch_real=8, outer_loop=3, inner_loop=2, device="cpu")
+    syn = d.init_synset(digits, ipc=1)
+    d.setup(digits, syn)
+    calls = {"match": 0, "train": 0}
+    orig_match, orig_train = d.matching_loss, d.train_network
+    monkeypatch.setattr(d, "matching_loss",
+                        lambda *a: calls.__setitem__("match", calls["match"] + 1) or orig_match(*a))
+    monkeypatch.setattr(d, "train_network",
+                        lambda *a: calls.__setitem__("train", calls["train"] + 1) or orig_train(*a))
+    x0 = syn.x.detach().clone()
+    m = d.step(digits, syn)
+    assert calls == {"match": 3, "train": 2}
+    assert torch.isfinite(torch.tensor(m["loss"])) and not torch.equal(x0, syn.x)
+
+
+def test_dc_with_batchnorm_network_runs(digits):
+    d = create_distiller("dc", "tiny", model="convnet_bn", device="cpu", bn_batch=4)
+    syn = d.init_synset(digits, ipc=1)
+    d.distill(digits, syn)
+    assert syn.check_finite()
+
+
+# -- multi-formation -----------------------------------------------------------------------------
+def test_decode_encode_zoom():
+    x = torch.randn(3, 2, 8, 8)
+    d = decode_zoom(x, 2)
+    assert d.shape == (12, 2, 8, 8)
+    # cell (0, 1) of image 1 is its top-right quarter, upsampled
+    want = torch.nn.functional.interpolate(x[1:2, :, :4, 4:], size=(8, 8), mode="bilinear")
+    assert torch.allclose(d[4 + 1], want[0], atol=1e-6)
+    # encoding 4 images that are constant per 2x2 block, then decoding, returns their cells
+    imgs = torch.randn(8, 1, 4, 4).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    enc = encode_zoom(imgs, 2)
+    assert enc.shape == (2, 1, 8, 8)
+    assert torch.allclose(enc[0, :, :4, :4], imgs[0, :, ::2, ::2])
+    assert torch.allclose(enc[1, :, 4:, 4:], imgs[7, :, ::2, ::2])
+    odd = decode_zoom(torch.randn(1, 1, 7, 7), 2)  # padded when the size is not divisible
+    assert odd.shape == (4, 1, 7, 7)
+
+
+def test_multiformation_set(digits, tmp_path):
+    syn = init_from(digits, 3, kind="multiformation", factor=2, generator=gen())
+    assert isinstance(syn, MultiFormationSet)
+    x, y = syn.materialize()
+    assert x.shape == (10 * 3 * 4, *digits.info.shape) and syn.ipc == 12
+    assert torch.equal(y, syn.class_ids) and torch.equal(y.bincount(), torch.full((10,), 12))
+    pixels = init_from(digits, 3, kind="pixels", generator=gen())
+    assert syn.stored_bytes() == pixels.stored_bytes()  # stored bytes are those of the stored images
+    x.sum().backward()
+    assert syn.x.grad is not None and syn.x.grad.abs().sum() > 0
+    syn.save(tmp_path / "mf")
+    back = load_summary(tmp_path / "mf")
+    assert back.factor == 2 and torch.equal(back.materialize()[0], syn.materialize()[0].detach())
+    with pytest.raises(ValueError, match="factor"):
+        MultiFormationSet(digits.info, ipc=1, factor=0)
+    soft = init_from(digits, 1, kind="multiformation", factor=2, generator=gen(), label_format="soft")
+    assert soft.materialize()[1].shape == (40, 10)
+
+
+# -- IDC -----------------------------------------------------------------------------------------
+def test_idc_published_settings_and_step(digits):
+    d = create_distiller("idc", "tiny", device="cpu")
+    assert (IDC().factor, IDC().iterations, IDC().inner_loop, IDC().batch_real) == (2, 2000, 100, 64)
+    syn = d.init_synset(digits, ipc=2)
+    assert syn.kind == "multiformation" and syn.factor == 2 and syn.num_examples == 80
+    d.setup(digits, syn)
+    assert d.metric_ == "l1"  # 1-channel data: the MNIST-like settings
+    assert d.optimizer_.param_groups[0]["lr"] == pytest.approx(1e-4 * 2 / 10)
+    lo, hi = d.pixel_range_
+    with torch.no_grad():
+        syn.x[0] = 100.0
+    x0 = syn.x.detach().clone()
+    m = d.step(digits, syn)
+    assert torch.isfinite(torch.tensor(m["loss"])) and not torch.equal(x0, syn.x)
+    assert float(syn.x.max()) < float(hi.max()) + 0.1  # clamped to the pixel range first
+    i = create_distiller("idc", "idc-i")
+    assert i.factor == 1 and i.init_synset(digits, ipc=1).num_examples == 10
+
+
+def test_idc_network_trains_on_real_data(digits, monkeypatch):
+    d = create_distiller("idc", "tiny", device="cpu")
+    syn = d.init_synset(digits, ipc=1)
+    d.setup(digits, syn)
+    seen = []
+    import datadistill.distillers.idc as idc_mod
+    orig = idc_mod.train_model
+    monkeypatch.setattr(idc_mod, "train_model", lambda net, x, y, **kw: seen.append(x) or orig(net, x, y, **kw))
+    d.step(digits, syn)
+    assert len(seen) == d.inner_loop and all(len(x) == d.n_data for x in seen)
+    train_rows = {tuple(r.tolist()) for r in digits.train.x.flatten(1)}
+    assert all(tuple(r.tolist()) in train_rows for r in seen[0].flatten(1)[:5])
+
+
+def test_all_four_registered_with_tiny_presets():
+    for name in ("dc", "dsa", "dcc", "idc"):
+        cls = DISTILLERS.get(name)
+        assert "tiny" in cls.presets and cls.__doc__
