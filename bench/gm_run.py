@@ -29,6 +29,10 @@ from datadistill.distillers.base import CHECKPOINT_FILE  # noqa: E402
 OUT = Path(__file__).resolve().parent / "out" / "gm"
 
 
+class StopRun(Exception):
+    pass
+
+
 def _ints(s: str) -> list[float]:
     return [float(v) for v in s.split(",") if v.strip()]
 
@@ -46,6 +50,8 @@ def main():
     ap.add_argument("--at-iters", default="")
     ap.add_argument("--at-cpu-min", default="")
     ap.add_argument("--tag", default=None)
+    ap.add_argument("--stop-cpu-min", type=float, default=None,
+                    help="stop (keeping the summary) after this many CPU-minutes")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     alloc = runtime.tune_allocator()
@@ -85,8 +91,13 @@ def main():
             syn.save(root / m)
             rec["snapshots"][m] = {"iteration": it, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2)}
         save(f"gm_run_{tag}", rec)
+        if a.stop_cpu_min is not None and cpu >= a.stop_cpu_min * 60:
+            raise StopRun
 
-    d.distill(real, syn, [on_event], workdir=root / "run", resume=resume, checkpoint_every_s=60)
+    try:
+        d.distill(real, syn, [on_event], workdir=root / "run", resume=resume, checkpoint_every_s=60)
+    except StopRun:
+        rec["stopped_at_cpu_min"] = a.stop_cpu_min
     rec["done"] = True
     rec["peak_rss_mib"] = runtime.peak_rss_bytes() / 2**20
     save(f"gm_run_{tag}", rec)
