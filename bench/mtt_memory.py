@@ -18,7 +18,7 @@ from mtt_common import machine, write
 CONFIGS = [("mtt", s) for s in (5, 10, 20, 40)] + [("tesla", s) for s in (5, 10, 20, 40, 80, 160)]
 
 
-def child(method: str, steps: int, precision: str) -> dict:
+def child(method: str, steps: int, precision: str, extra: dict) -> dict:
     import torch
 
     from mtt_setup import make
@@ -27,11 +27,12 @@ def child(method: str, steps: int, precision: str) -> dict:
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     alloc = tune_allocator()
-    real, d, syn = make(method, syn_steps=steps, precision=precision)
+    real, d, syn = make(method, syn_steps=steps, precision=precision, **extra)
     before = peak_rss_bytes()
     t0 = time.perf_counter()
     m = d.step(real, syn)
     return {"method": method, "syn_steps": steps, "precision": precision, "allocator": alloc,
+            "params": extra,
             "peak_rss_gib": peak_rss_bytes() / 2**30, "rss_before_step_gib": before / 2**30,
             "step_s": time.perf_counter() - t0, "loss": m["loss"]}
 
@@ -47,16 +48,24 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--child", nargs=2, metavar=("METHOD", "STEPS"))
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--only", default=None, help="mtt or tesla")
+    ap.add_argument("--params", default="{}", help='extra method parameters, JSON')
+    ap.add_argument("--tag", default="")
     args = ap.parse_args()
+    extra = json.loads(args.params)
     if args.child:
-        print(json.dumps(child(args.child[0], int(args.child[1]), args.precision)))
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.precision, extra)))
         return
-    out = f"mtt_memory_{args.precision}.json"
+    out = f"mtt_memory_{args.precision}{args.tag}.json"
     rec = {"command": "flock /tmp/datadistill-bench.lock python bench/mtt_memory.py"
-                      + (f" --precision {args.precision}" if args.precision != "fp32" else ""),
+                      + (f" --precision {args.precision}" if args.precision != "fp32" else "")
+           + (f" --only {args.only}" if args.only else "")
+           + (f" --params '{args.params}' --tag {args.tag}" if extra else ""),
            "machine": machine(), "setting": "fashion-mnist, IPC 10, ConvNet-128-3, batch_syn = all "
            "(100), DSA, one iteration per fresh process", "rows": []}
     for method, steps in CONFIGS:
+        if args.only and method != args.only:
+            continue
         prev = [r for r in rec["rows"] if r["method"] == method and "peak_rss_gib" in r]
         if len(prev) >= 2:  # linear extrapolation; skip what would not fit in free memory
             a, b = prev[-2], prev[-1]
@@ -68,7 +77,7 @@ def main():
                 write(out, rec)
                 continue
         p = subprocess.run([sys.executable, __file__, "--child", method, str(steps),
-                            "--precision", args.precision],
+                            "--precision", args.precision, "--params", args.params],
                            capture_output=True, text=True, cwd=Path(__file__).parent)
         if p.returncode != 0:
             rec["rows"].append({"method": method, "syn_steps": steps,

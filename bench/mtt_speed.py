@@ -15,16 +15,22 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtt_common import conv_throughput, machine, write
+from mtt_memory import mem_available_gib
 from mtt_setup import make
 
 from datadistill.runtime import tune_allocator
 
 
+#: rough peak memory of each run at IPC 10, syn_steps 20 (from bench/results/mtt_memory_*.json)
+NEED_GIB = {("mtt", "fp32", True): 14.5, ("mtt", "fp32", False): 10.5, ("mtt", "bf16", True): 8.0,
+            ("mtt", "bf16", False): 6.0, ("tesla", "fp32", True): 2.5}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", default="mtt:fp32,mtt:bf16,tesla:fp32")
+    ap.add_argument("--runs", default="tesla:fp32,mtt:bf16,mtt:fp32:gn,mtt:fp32")
     ap.add_argument("--syn-steps", type=int, default=20)
-    ap.add_argument("--iters", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=1)
     args = ap.parse_args()
     threads = int(os.environ.get("BENCH_THREADS", "0")) or (2 if os.getloadavg()[0] < 3 else 1)
     torch.set_num_threads(threads)
@@ -38,11 +44,24 @@ def main():
     write(out, rec)
     real = None
     for run in args.runs.split(","):
-        method, prec = run.split(":")
-        real, d, syn = make(method, real, syn_steps=args.syn_steps, precision=prec)
-        with FlopCounterMode(display=False) as fc:
-            d.step(real, syn)  # also the warm-up
-        flops = fc.get_total_flops()
+        method, prec, *flags = run.split(":")
+        extra = {"fast_norm": "gn" not in flags}
+        need = NEED_GIB.get((method, prec, extra["fast_norm"]), 4.0)
+        if mem_available_gib() < need + 1.0:
+            rec["rows"].append({"run": run, "skipped": f"needs ~{need} GiB, "
+                                f"{mem_available_gib():.1f} GiB free"})
+            write(out, rec)
+            continue
+        # FLOPs per iteration: every unrolled step costs the same, so count 1 and 2 steps and
+        # extrapolate linearly (exact up to the per-iteration constant)
+        counts = []
+        for n in (1, 2):
+            real, d, syn = make(method, real, syn_steps=n, precision=prec, **extra)
+            with FlopCounterMode(display=False) as fc:
+                d.step(real, syn)
+            counts.append(fc.get_total_flops())
+        flops = counts[0] + (args.syn_steps - 1) * (counts[1] - counts[0])
+        real, d, syn = make(method, real, syn_steps=args.syn_steps, precision=prec, **extra)
         times = []
         for _ in range(args.iters):
             t0 = time.perf_counter()
@@ -50,7 +69,9 @@ def main():
             times.append(time.perf_counter() - t0)
         thr = conv_throughput(prec)
         s = min(times)
-        row = {"method": method, "precision": prec, "s_per_iter": times, "gflop_per_iter": flops / 1e9,
+        row = {"run": run, "method": method, "precision": prec, "params": extra,
+               "s_per_iter": times, "gflop_per_iter": flops / 1e9,
+               "gflop_counted_steps_1_2": [c / 1e9 for c in counts],
                "achieved_gflops": flops / 1e9 / s, "conv_gflops_same_run": thr,
                "fraction_of_conv_throughput": flops / 1e9 / s / thr,
                "loadavg": os.getloadavg()[0]}
