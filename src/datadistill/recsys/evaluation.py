@@ -127,8 +127,9 @@ def evaluate_recsys(syn: SyntheticSet, real, *, models: Sequence[str] | None = N
 class RecsysReport(EvalReport):
     def table(self) -> str:
         p, s = self.protocol, self.summary
-        lines = [f"protocol: recsys {p['name']} (hyper-parameters {'searched' if p['grid'] else 'fixed'} on "
-                 f"validation by {p['select_on']}; {p['num_models']} seeds for stochastic models)"
+        how = f"chosen on validation by {p['select_on']}" if p["grid"] else "fixed at each model's default"
+        lines = [f"protocol: recsys {p['name']} (hyper-parameters {how}; {p['num_models']} seed(s) for "
+                 f"stochastic models; test = train+val context)"
                  + ("" if not self.overrides else f"  overrides: {self.overrides}"),
                  f"summary: {s.get('method') or '?'} on {s['dataset']}, {s['users']} users, "
                  f"{s['interactions']} interactions (binary: {s['binary']}), {s['stored_bytes']} stored bytes",
