@@ -120,6 +120,7 @@ class GraphSetData:
         self.train_idx, self.val_idx, self.test_idx = train_idx, val_idx, test_idx
         self._by_class: list[Tensor] | None = None
         self._device = torch.device("cpu")
+        self._cache: dict[bytes, tuple[Tensor, ...]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -128,6 +129,8 @@ class GraphSetData:
     def to(self, device) -> "GraphSetData":
         out = GraphSetData(self.info, self.graphs, self.train_idx, self.val_idx, self.test_idx)
         out._device = torch.device(device)
+        if out._device == self._device:
+            out._cache = self._cache  # same tensors: share the collation cache
         return out
 
     def class_indices(self, c: int) -> Tensor:
@@ -141,11 +144,18 @@ class GraphSetData:
         return [len(self.class_indices(c)) for c in range(self.info.num_classes)]
 
     def batch(self, idx: Tensor):
-        """``(x, edge_index, batch, y)`` of graphs ``idx`` collated into one disjoint graph."""
+        """``(x, edge_index, batch, y)`` of graphs ``idx`` collated into one disjoint graph
+        (collations of 64+ graphs, e.g. the validation split, are cached)."""
         from torch_geometric.data import Batch
+        key = torch.as_tensor(idx).cpu().numpy().tobytes() if len(idx) >= 64 else None
+        if key is not None and key in self._cache:
+            return self._cache[key]
         b = Batch.from_data_list([self.graphs[int(i)] for i in idx])
         d = self._device
-        return b.x.float().to(d), b.edge_index.to(d), b.batch.to(d), b.y.view(-1).to(d)
+        out = b.x.float().to(d), b.edge_index.to(d), b.batch.to(d), b.y.view(-1).to(d)
+        if key is not None:
+            self._cache[key] = out
+        return out
 
     def sample_class(self, c: int, n: int, generator: torch.Generator):
         """A batch of ``min(n, class size)`` random training graphs of class ``c``."""
