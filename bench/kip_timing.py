@@ -24,18 +24,18 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 #: name -> (method, preset, params, warmup, measure); every KRR method at the same real batch
 CONFIGS = {
-    "kip-conv_ntk": ("kip", None, {"kernel": "conv_ntk", "batch_real": 500}, 1, 1),
-    "kip-convnet_entk": ("kip", None, {"kernel": "convnet_entk", "batch_real": 500}, 1, 3),
-    "kip-fc_ntk": ("kip", None, {"kernel": "fc_ntk", "kernel_depth": 3, "batch_real": 500}, 1, 3),
-    "rfad": ("rfad", None, {"batch_real": 500}, 1, 2),
-    "rfad-cpu": ("rfad", "cpu-200", {"batch_real": 500}, 1, 3),
-    "frepo": ("frepo", None, {"batch_real": 500}, 1, 3),
+    "kip-conv_ntk": ("kip", None, {"kernel": "conv_ntk", "batch_real": 250}, 1, 1),
+    "kip-convnet_entk": ("kip", None, {"kernel": "convnet_entk", "batch_real": 250}, 1, 3),
+    "kip-fc_ntk": ("kip", None, {"kernel": "fc_ntk", "kernel_depth": 3, "batch_real": 250}, 1, 3),
+    "rfad": ("rfad", None, {"batch_real": 250}, 1, 2),
+    "rfad-cpu": ("rfad", "cpu-200", {"batch_real": 250}, 1, 3),
+    "frepo": ("frepo", None, {"batch_real": 250}, 1, 3),
     "dd": ("dd", None, {}, 0, 1),
     "dd-ckpt5": ("dd", None, {"checkpoint_every": 5}, 0, 1),
 }
 SCALING = {  # KIP cost vs real examples per step
-    "conv_ntk": [100, 200, 400],
-    "convnet_entk": [100, 200, 400, 800, 1600],
+    "conv_ntk": [50, 100, 200],
+    "convnet_entk": [100, 200, 400, 800],
     "fc_ntk": [100, 400, 1600, 6400],
 }
 

@@ -80,19 +80,19 @@ def test_fc_ntk_matches_finite_width_and_converges(depth, b_var):
     x = torch.randn(6, 12, generator=torch.Generator().manual_seed(0))
     nngp, ntk = fc_kernels(x, depth=depth, b_var=b_var)
     assert torch.allclose(ntk, ntk.T) and torch.linalg.eigvalsh(ntk).min() > 0
-    errs = ntk_errors(ntk, x, (32, 512, 4096), depth=depth, conv=False, b_var=b_var)
-    assert errs[2] < errs[0] and errs[2] < errs[1], errs
-    assert errs[2] < 0.05, errs  # O(1/sqrt(width)) fluctuations
+    errs = ntk_errors(ntk, x, (32, 256, 2048), depth=depth, conv=False, b_var=b_var)
+    assert errs[0] > errs[1] > errs[2], errs  # converges as width grows ...
+    assert errs[0] / errs[2] > 3 and errs[2] < 0.1, errs  # ... at about 1/sqrt(width)
 
 
 def test_conv_ntk_matches_finite_width_and_converges():
-    x = torch.randn(5, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(4, 1, 5, 5, generator=torch.Generator().manual_seed(1))
     nngp, ntk = conv_kernels(x, depth=2, first_padding=3)
-    errs = ntk_errors(ntk, x, (16, 128, 1024), seeds=2, depth=2, conv=True, first_padding=3)
-    assert errs[2] < errs[0] and errs[2] < 0.06, errs
+    errs = ntk_errors(ntk, x, (8, 64, 512), seeds=2, depth=2, conv=True, first_padding=3)
+    assert errs[0] > errs[2] and errs[2] < 0.1, errs
     # NNGP = covariance of the random network's output: Monte-Carlo over many draws
     torch.manual_seed(7)
-    outs = torch.stack([NTKNet((1, 6, 6), 64, 2, conv=True, first_padding=3)(x).flatten()
+    outs = torch.stack([NTKNet((1, 5, 5), 32, 2, conv=True, first_padding=3)(x).flatten()
                         for _ in range(400)]).detach()
     assert rel_err(outs.T @ outs / outs.shape[0], nngp) < 0.15
 
@@ -102,10 +102,9 @@ def test_random_features_approximate_the_conv_nngp(digits):
     nngp, _ = conv_kernels(x, depth=3, first_padding=3)
     errs = []
     for m in (1, 16):
-        rf = RandomFeatureNNGP(digits.info, n_models=m, model="convnet_nn", width=64,
-                               generator=torch.Generator().manual_seed(0))
-        for net in rf.nets:  # the exact kernel has no pooling: compare with the np variant
-            net.features = nn.Sequential(*[l for l in net.features if not isinstance(l, nn.AvgPool2d)])
+        # the exact kernel has a flatten readout: random ConvNets without pooling or norm
+        rf = RandomFeatureNNGP(digits.info, n_models=m, model="convnet", width=32, norm="none",
+                               pool="none", generator=torch.Generator().manual_seed(0))
         k = rf(x) * 2.0  # embed features omit the readout's w_var = 2
         errs.append(rel_err(k, nngp))
     assert errs[1] < errs[0] and errs[1] < 0.05, errs
@@ -149,7 +148,7 @@ def test_krr_evaluation_beats_chance_and_reads_kernel_from_metadata(digits):
 
 
 def test_kip_learns_and_respects_label_flag(digits):
-    kw = dict(kernel="fc_ntk", iterations=30, batch_real=256, lr_data=0.04)
+    kw = dict(kernel="fc_ntk", iterations=15, batch_real=256, lr_data=0.04)
     d = create_distiller("kip", learn_labels=False, **kw)
     syn = d.init_synset(digits, ipc=1)
     y0 = syn.y.detach().clone()
@@ -178,7 +177,7 @@ def test_dd_checkpointed_unroll_gives_plain_bptt_gradients(digits):
     res = []
     for ck in (None, 2):
         d = create_distiller("dd", "tiny", init_mode="fixed", inner_momentum=0.9, unroll=5,
-                             checkpoint_every=ck, iterations=2)
+                             checkpoint_every=ck, iterations=2, model="convnet_w32")
         syn = d.init_synset(digits, ipc=1)
         d.distill(digits, syn)
         res.append((syn.x.detach().clone(), d.log_lrs_.detach().clone()))
@@ -189,7 +188,7 @@ def test_dd_checkpointed_unroll_gives_plain_bptt_gradients(digits):
 
 
 def test_dd_truncation_only_updates_last_step_sizes(digits):
-    d = create_distiller("dd", "tiny", unroll=5, backprop_steps=2, iterations=1)
+    d = create_distiller("dd", "tiny", unroll=5, backprop_steps=2, iterations=1, model="convnet_w32")
     syn = d.init_synset(digits, ipc=1)
     d.distill(digits, syn)
     lrs = d.log_lrs_.detach()
@@ -210,7 +209,7 @@ def test_rfad_learns_platt_temperature(digits):
 def test_frepo_pool_resets_and_resume_is_exact(digits, tmp_path):
     d = create_distiller("frepo", "tiny", iterations=6)
     syn = d.init_synset(digits, ipc=1)
-    assert torch.allclose(syn.y.sum(1), torch.zeros(10))  # centred one-hot targets
+    assert torch.allclose(syn.y.sum(1), torch.zeros(10), atol=1e-6)  # centred one-hot targets
     d.distill(digits, syn)
     assert max(d.steps_) < d.max_online_updates
     full = syn.x.detach().clone()

@@ -165,15 +165,15 @@ class RandomFeatureNNGP:
     networks (``model`` without normalization, He-normal), K = Phi1 Phi2^T / (M D)."""
 
     def __init__(self, info, *, n_models: int = 8, model: str = "convnet_nn", width: int = 128,
-                 generator: torch.Generator, device=None):
+                 generator: torch.Generator, device=None, **model_kw):
         if n_models < 1:
             raise ValueError(f"n_models must be >= 1, got {n_models}")
-        self.nets = [he_normal_(create_model(model, info, width=width), generator).to(device)
-                     .eval().requires_grad_(False) for _ in range(n_models)]
-        self.dim = sum(net.feature_dim for net in self.nets)
+        self.nets = [he_normal_(create_model(model, info, width=width, **model_kw), generator)
+                     .to(device).eval().requires_grad_(False) for _ in range(n_models)]
 
     def features(self, x: Tensor) -> Tensor:
-        return torch.cat([net.embed(x) for net in self.nets], dim=1) / math.sqrt(self.dim)
+        phi = torch.cat([net.embed(x) for net in self.nets], dim=1)
+        return phi / math.sqrt(phi.shape[1])
 
     def __call__(self, x1: Tensor, x2: Tensor | None = None) -> Tensor:
         f1 = self.features(x1)
