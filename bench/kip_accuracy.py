@@ -34,7 +34,7 @@ from datadistill.evaluate import PROTOCOLS, evaluate  # noqa: E402
 from datadistill.kernel_eval import evaluate_krr  # noqa: E402
 from datadistill.synsets import load_summary  # noqa: E402
 
-FAST1 = dataclasses.replace(PROTOCOLS["fast"], name="fast-2models", num_models=2)
+FAST1 = dataclasses.replace(PROTOCOLS["fast"], name="fast-1model", num_models=1)
 SHORT = dataclasses.replace(PROTOCOLS["fast"], name="fast-100ep-1model", epochs=100, num_models=1)
 WIDE = dataclasses.replace(PROTOCOLS["fast"], name="wide-100ep-1model-bf16", epochs=100,
                            num_models=1, precision="bf16")
@@ -42,12 +42,12 @@ WIDE = dataclasses.replace(PROTOCOLS["fast"], name="wide-100ep-1model-bf16", epo
 #: run name -> (method, preset, ipc, KRR kernel, KRR depth, evaluate the wide net too)
 RUNS = {
     "kip-fc-ipc1": ("kip", "cpu-fc", 1, "fc_ntk", 3, False),
+    "rfad-ipc1": ("rfad", "cpu-60", 1, "conv_nngp", None, False),
+    "frepo-ipc1": ("frepo", "cpu-60", 1, "conv_nngp", None, False),
     "kip-conv-ipc1": ("kip", "cpu-conv", 1, "conv_ntk", None, False),
-    "rfad-ipc1": ("rfad", "cpu-200", 1, "conv_nngp", None, False),
-    "frepo-ipc1": ("frepo", "cpu-200", 1, "conv_nngp", None, False),
     "kip-fc-ipc10": ("kip", "cpu-fc", 10, "fc_ntk", 3, False),
-    "rfad-ipc10": ("rfad", "cpu-200", 10, "conv_nngp", None, False),
-    "frepo-ipc10": ("frepo", "cpu-200", 10, "conv_nngp", None, False),
+    "rfad-ipc10": ("rfad", "cpu-60", 10, "conv_nngp", None, False),
+    "frepo-ipc10": ("frepo", "cpu-60", 10, "conv_nngp", None, False),
 }
 
 
@@ -71,7 +71,7 @@ def wide_cost(real) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="")
-    ap.add_argument("--krr-limit", type=int, default=2000)
+    ap.add_argument("--krr-limit", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--wide", action="store_true",

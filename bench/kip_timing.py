@@ -2,7 +2,8 @@
 how KIP's cost grows with the number of real examples per step.
 
 Each configuration runs in its own subprocess (so peak RSS is its own): ``warmup`` iterations,
-then ``measure`` timed iterations; we report the median seconds per iteration and the
+then ``measure`` timed iterations; we report the median wall and CPU seconds per iteration (CPU
+seconds of the process, all its threads: robust when other work shares the cores) and the
 process's peak resident memory. The machine's conv throughput is measured before and after.
 
     flock /tmp/datadistill-bench.lock python bench/kip_timing.py            # everything
@@ -30,8 +31,8 @@ CONFIGS = {
     "rfad": ("rfad", None, {"batch_real": 250}, 1, 2),
     "rfad-cpu": ("rfad", "cpu-200", {"batch_real": 250}, 1, 3),
     "frepo": ("frepo", None, {"batch_real": 250}, 1, 3),
-    "dd": ("dd", None, {}, 0, 1),
-    "dd-ckpt5": ("dd", None, {"checkpoint_every": 5}, 0, 1),
+    "dd-unroll10": ("dd", None, {"unroll": 10}, 0, 1),
+    "dd-unroll10-ckpt5": ("dd", None, {"unroll": 10, "checkpoint_every": 5}, 0, 1),
 }
 SCALING = {  # KIP cost vs real examples per step
     "conv_ntk": [50, 100, 200],
@@ -54,14 +55,17 @@ def run_one(spec: dict) -> dict:
     n = spec["warmup"] + spec["measure"]
     d = create_distiller(spec["method"], spec["preset"], device="cpu", iterations=n, **spec["params"])
     syn = d.init_synset(real, ipc=10)
-    times, last = [], [0.0]
+    times, cpu, last = [], [], [0.0, time.process_time()]
 
     def cb(ev):
         times.append(ev["elapsed"] - last[0])
-        last[0] = ev["elapsed"]
+        cpu.append(time.process_time() - last[1])
+        last[:] = [ev["elapsed"], time.process_time()]
+    last[1] = time.process_time()
     d.distill(real, syn, [cb])
     meas = times[spec["warmup"]:]
     return {"s_per_iter": statistics.median(meas), "iters_timed": len(meas),
+            "cpu_s_per_iter": statistics.median(cpu[spec["warmup"]:]),
             "peak_rss_gib": peak_rss_bytes() / 2**30, "data_rss_gib": base_rss / 2**30,
             "params": d.params()}
 

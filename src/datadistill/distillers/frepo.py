@@ -35,6 +35,7 @@ class FRePO(KRRDistiller):
     name = "frepo"
     presets = {
         "cpu-200": {"iterations": 200, "batch_real": 256},
+        "cpu-60": {"iterations": 60, "batch_real": 250, "pool_size": 10, "max_online_updates": 100},
         "tiny": {"iterations": 4, "batch_real": 64, "pool_size": 2, "max_online_updates": 2},
     }
 

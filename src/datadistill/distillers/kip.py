@@ -37,8 +37,8 @@ class KIP(KRRDistiller):
     name = "kip"
     presets = {
         "fc": {"kernel": "fc_ntk", "kernel_depth": 3, "lr_data": 0.04},
-        "cpu-conv": {"iterations": 100, "batch_real": 500},
-        "cpu-fc": {"kernel": "fc_ntk", "kernel_depth": 3, "lr_data": 0.04, "iterations": 500,
+        "cpu-conv": {"iterations": 30, "batch_real": 250},
+        "cpu-fc": {"kernel": "fc_ntk", "kernel_depth": 3, "lr_data": 0.04, "iterations": 300,
                    "batch_real": 2000},
         "tiny": {"iterations": 3, "batch_real": 64},
     }

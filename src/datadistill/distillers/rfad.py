@@ -34,6 +34,7 @@ class RFAD(KRRDistiller):
     name = "rfad"
     presets = {
         "cpu-200": {"iterations": 200, "batch_real": 500, "n_models": 4, "rf_width": 64},
+        "cpu-60": {"iterations": 60, "batch_real": 250, "n_models": 4, "rf_width": 64},
         "tiny": {"iterations": 3, "batch_real": 64, "n_models": 2, "rf_width": 16},
     }
 
