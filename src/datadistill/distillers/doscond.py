@@ -120,9 +120,6 @@ class DosCond(GCond):
         self.density_ = float(syn.meta.get("init_density", 0.0))
         self.real_ = real.to(self.device_)
 
-    def make_optimizer(self, syn):
-        return torch.optim.Adam([syn.x], lr=self.lr_data)
-
     def temperature(self) -> float:
         t = self.tau_start * (self.tau_end / self.tau_start) ** (self.it_ / max(1, self.tau_iters))
         return max(t, self.tau_end)

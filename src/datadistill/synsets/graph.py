@@ -185,8 +185,8 @@ class GraphSet(_GraphSummary):
 
     def inputs(self, generator: torch.Generator | None = None, temperature: float = 1.0):
         """``(x, edge_index, edge_weight, batch, num_graphs)`` for a GNN's forward."""
-        if generator is None and self.adjacency_kind in ("fixed", "none"):
-            ei, w = self.edges() if self.adjacency_kind == "fixed" else dense_to_edges(self.adjacency())
+        if generator is None or self.adjacency_kind in ("fixed", "none"):
+            ei, w = self.edges()
         else:
             ei, w = dense_to_edges(self.adjacency(generator, temperature))
         return self.x, ei, w, None, None
@@ -228,11 +228,11 @@ class GraphBatchSet(_GraphSummary):
         """The dense [G, m, m] adjacencies (padded)."""
         g, m = self.x.shape[:2]
         if self.adjacency_kind in ("none", "fixed"):
-            a = self.x.new_zeros(g * m, g * m)
+            a = self.x.new_zeros(g, m, m)
             if self.adjacency_kind == "fixed":
-                a[self.edge_index[1], self.edge_index[0]] = self.edge_weight.to(a.dtype)
-            idx = torch.arange(g, device=a.device)
-            return a.view(g, m, g, m)[idx, :, idx, :]
+                src, dst = self.edge_index
+                a[dst // m, dst % m, src % m] = self.edge_weight.to(a.dtype)
+            return a
         return self._dense(generator, temperature)
 
     def edges(self) -> tuple[Tensor, Tensor]:
