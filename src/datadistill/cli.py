@@ -209,9 +209,17 @@ def cmd_evaluate(args) -> int:
     if args.num_models is not None:
         print(f"note: --num-models {args.num_models} overrides protocol {args.protocol!r}",
               file=sys.stderr)
+    krr = None
+    if args.krr:  # kernel methods: KRR with the summary's (or the named) kernel, reported beside
+        from .kernel_eval import evaluate_krr
+        krr = evaluate_krr(syn, real, None if args.krr == "auto" else args.krr, device=args.device)
+    text = rep.to_json() if krr is None else json.dumps({**rep.to_dict(), "krr": krr}, indent=2)
     if args.out:
-        Path(args.out).write_text(rep.to_json())
-    print(rep.to_json() if args.json else rep.table())
+        Path(args.out).write_text(text)
+    print(text if args.json else rep.table())
+    if krr is not None and not args.json:
+        print(f"KRR ({krr['kernel']}, reg {krr['reg']:g}, {krr['num_support']} support): "
+              f"{krr['accuracy']:.2f}% on {krr['num_test']} test examples")
     return 0
 
 
@@ -320,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--full-reference", action="store_true",
                    help="also report %% of full-data accuracy (trains and caches the reference)")
     e.add_argument("--json", action="store_true", help="JSON results on stdout")
+    e.add_argument("--krr", nargs="?", const="auto", default=None, metavar="KERNEL",
+                   help="also evaluate by kernel ridge regression (default kernel: the summary's "
+                        "own, e.g. KIP's; or fc_ntk, conv_ntk, conv_nngp, ...)")
     e.add_argument("--out", default=None, help="also write the JSON results here")
     common(e)
     e.set_defaults(func=cmd_evaluate)
