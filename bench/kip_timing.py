@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated config names (default: all)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--scaling", default="", help="comma-separated kernels to scale (default: all)")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
@@ -91,11 +92,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from common import conv_throughput, machine, save
+    from common import conv_throughput, load, machine, save
 
-    rec = {"machine": machine(), "dataset": "fashion-mnist", "ipc": 10, "threads": args.threads,
-           "command": "python bench/kip_timing.py " + " ".join(sys.argv[1:]),
-           "conv_gflops_start": conv_throughput(), "configs": {}, "kip_scaling": {}}
+    rec = load("meta_timing") or {"configs": {}, "kip_scaling": {}}  # reruns update entries
+    rec.update({"machine": machine(), "dataset": "fashion-mnist", "ipc": 10,
+                "threads": args.threads, "conv_gflops_start": conv_throughput()})
+    rec.setdefault("commands", []).append("python bench/kip_timing.py " + " ".join(sys.argv[1:]))
     only = [s for s in args.only.split(",") if s]
     for name, (method, preset, params, warm, meas) in CONFIGS.items():
         if only and name not in only:
@@ -107,6 +109,8 @@ def main() -> None:
         save("meta_timing", rec)
     if not args.no_scaling:
         for kernel, sizes in SCALING.items():
+            if args.scaling and kernel not in args.scaling.split(","):
+                continue
             for m in sizes:
                 params = {"kernel": kernel, "batch_real": m}
                 if kernel == "fc_ntk":

@@ -47,7 +47,7 @@ class KIP(KRRDistiller):
     kernel: str = "conv_ntk"
     kernel_depth: int | None = None  # None: 3 conv layers / 1 FC hidden layer
     kernel_width: int | None = None  # only for convnet_entk (default 64)
-    real_chunk: int = 256  # real examples per kernel block (memory, not the result)
+    real_chunk: int = 64  # real examples per kernel block (memory, not the result)
 
     def __post_init__(self):
         super().__post_init__()
