@@ -162,15 +162,28 @@ def test_kip_learns_and_respects_label_flag(digits):
     assert not torch.equal(syn.y, y0)
 
 
-def test_kip_streaming_equals_one_block(digits):
+@pytest.mark.parametrize("kernel", ["conv_ntk", "convnet_entk"])  # kernel / feature-map paths
+def test_kip_streaming_equals_one_block(digits, kernel):
     """The real batch streamed in chunks gives the same update as one block."""
     out = []
     for chunk in (7, 1000):
-        d = create_distiller("kip", "tiny", kernel="conv_ntk", iterations=1, real_chunk=chunk)
+        d = create_distiller("kip", "tiny", kernel=kernel, kernel_width=8, iterations=1,
+                             real_chunk=chunk)
         syn = d.init_synset(digits, ipc=1)
         d.distill(digits, syn)
-        out.append(syn.x.detach().clone())
-    assert torch.allclose(out[0], out[1], atol=1e-6)
+        out.append((syn.x.detach().clone(), syn.y.detach().clone()))
+    assert torch.allclose(out[0][0], out[1][0], atol=1e-6)
+    assert torch.allclose(out[0][1], out[1][1], atol=1e-6)
+
+
+def test_cli_evaluate_reports_krr(digits, tmp_path, capsys):
+    from datadistill.cli import main
+    d = create_distiller("kip", "tiny", kernel="fc_ntk")
+    syn = d.init_synset(digits, ipc=1)
+    d.distill(digits, syn)
+    syn.save(tmp_path / "s")
+    assert main(["evaluate", str(tmp_path / "s"), "--protocol", "smoke", "--krr"]) == 0
+    assert "KRR (fc_ntk" in capsys.readouterr().out
 
 
 def test_dd_checkpointed_unroll_gives_plain_bptt_gradients(digits):

@@ -1,0 +1,69 @@
+"""Markdown tables for BENCHMARKS.md from bench/results/meta_timing.json and meta_accuracy.json.
+
+    python bench/kip_report.py
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import load  # noqa: E402
+
+PUBLISHED = {  # Fashion-MNIST, (IPC 1, IPC 10): KRR and width-1024 network figures
+    "kip": {"krr": (76.7, 88.8), "net": (73.8, 86.8)},
+    "rfad": {"krr": None, "net": (78.6, 87.0)},
+    "frepo": {"krr": None, "net": (75.6, 86.2)},
+}
+
+
+def timing() -> None:
+    r = load("meta_timing")
+    if not r:
+        return
+    print(f"conv throughput: {r.get('conv_gflops_start', 0):.1f} GFLOP/s at start, "
+          f"{r.get('conv_gflops_end', float('nan')):.1f} at end (fp32, {r['threads']} threads)\n")
+    print("| configuration | real batch | CPU s / iteration | wall s / iteration | peak RSS GiB |")
+    print("|---|---|---|---|---|")
+    for name, c in r["configs"].items():
+        if "cpu_s_per_iter" not in c:
+            print(f"| {name} | - | failed | - | - |")
+            continue
+        p = c["params"]
+        print(f"| {name} | {p.get('batch_real')} | {c['cpu_s_per_iter']:.3f} | {c['s_per_iter']:.2f} | "
+              f"{c['peak_rss_gib']:.2f} |")
+    print("\nKIP per iteration vs real examples per step (IPC 10, CPU s):\n")
+    print("| kernel | " + " | ".join(["real batch: CPU s (peak GiB)"]) + " |")
+    print("|---|---|")
+    for kernel, rows in r.get("kip_scaling", {}).items():
+        cells = [f"{m}: {v['cpu_s_per_iter']:.3f} ({v['peak_rss_gib']:.1f})" if "cpu_s_per_iter" in v
+                 else f"{m}: failed" for m, v in rows.items()]
+        print(f"| {kernel} | " + ", ".join(cells) + " |")
+
+
+def accuracy() -> None:
+    r = load("meta_accuracy")
+    if not r:
+        return
+    print("\n| run | iterations | KRR init → distilled (kernel, test examples) | ConvNet-128 (protocol) | published KRR / net |")
+    print("|---|---|---|---|---|")
+    for name, v in r["runs"].items():
+        method, ipc = v["method"], v["ipc"]
+        it = (v.get("distill") or {}).get("iterations")
+        k0, k = v.get("init_krr", {}), v.get("krr")
+        krr = (f"{k0['accuracy']:.1f} → {k['accuracy']:.1f} ({k['kernel']}, {k['num_test']})" if k
+               else "-")
+        net = "-"
+        if "convnet" in v:
+            res = v["convnet"]["results"]["convnet"]
+            net = (f"{res['mean']:.1f} ± {res['std']:.1f} ({v['convnet']['protocol']['name']}, "
+                   f"{v['convnet']['protocol']['epochs']} ep)")
+        pub = PUBLISHED[method]
+        col = 0 if ipc == 1 else 1
+        p = f"{pub['krr'][col] if pub['krr'] else '-'} / {pub['net'][col]}"
+        print(f"| {name} | {it} | {krr} | {net} | {p} |")
+
+
+if __name__ == "__main__":
+    timing()
+    accuracy()
