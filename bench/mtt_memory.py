@@ -26,7 +26,9 @@ def child(method: str, steps: int, precision: str, extra: dict) -> dict:
     from datadistill.runtime import peak_rss_bytes, tune_allocator
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    alloc = tune_allocator()
+    # BENCH_ALLOC=default: glibc's own malloc (returns freed large blocks to the OS, so peak RSS
+    # is live memory); otherwise the library's speed setting, which keeps freed heap pages
+    alloc = "glibc default" if os.environ.get("BENCH_ALLOC") == "default" else tune_allocator()
     real, d, syn = make(method, syn_steps=steps, precision=precision, **extra)
     before = peak_rss_bytes()
     t0 = time.perf_counter()
@@ -56,11 +58,14 @@ def main():
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.precision, extra)))
         return
+    if os.environ.get("BENCH_ALLOC") == "default":
+        args.tag += "_glibc_default"
     out = f"mtt_memory_{args.precision}{args.tag}.json"
     rec = {"command": "flock /tmp/datadistill-bench.lock python bench/mtt_memory.py"
                       + (f" --precision {args.precision}" if args.precision != "fp32" else "")
            + (f" --only {args.only}" if args.only else "")
-           + (f" --params '{args.params}' --tag {args.tag}" if extra else ""),
+           + (f" --params '{args.params}' --tag {args.tag}" if extra else "")
+           + (" (BENCH_ALLOC=default)" if os.environ.get("BENCH_ALLOC") == "default" else ""),
            "machine": machine(), "setting": "fashion-mnist, IPC 10, ConvNet-128-3, batch_syn = all "
            "(100), DSA, one iteration per fresh process", "rows": []}
     for method, steps in CONFIGS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -31,22 +32,28 @@ def main():
     ap.add_argument("--runs", default="tesla:fp32,mtt:bf16,mtt:fp32:gn,mtt:fp32")
     ap.add_argument("--syn-steps", type=int, default=20)
     ap.add_argument("--iters", type=int, default=1)
+    ap.add_argument("--time-steps", type=int, default=None,
+                    help="time an unroll of this many steps and scale to --syn-steps (every step "
+                         "costs the same; for configurations whose full unroll does not fit in "
+                         "the free memory)")
+    ap.add_argument("--out", default="mtt_speed.json")
     args = ap.parse_args()
     threads = int(os.environ.get("BENCH_THREADS", "0")) or (2 if os.getloadavg()[0] < 3 else 1)
     torch.set_num_threads(threads)
-    rec = {"command": "flock /tmp/datadistill-bench.lock python bench/mtt_speed.py",
+    rec = {"command": "python bench/mtt_speed.py " + " ".join(sys.argv[1:]),
            "machine": machine(), "allocator": tune_allocator(), "threads": threads,
            "loadavg_start": os.getloadavg()[0],
            "setting": f"fashion-mnist IPC 10, ConvNet-128-3, syn_steps {args.syn_steps}, "
                       "batch_syn = all, DSA",
            "conv_gflops_before": {p: conv_throughput(p) for p in ("fp32", "bf16")}, "rows": []}
-    out = "mtt_speed.json"
+    out = args.out
     write(out, rec)
     real = None
     for run in args.runs.split(","):
         method, prec, *flags = run.split(":")
         extra = {"fast_norm": "gn" not in flags}
-        need = NEED_GIB.get((method, prec, extra["fast_norm"]), 4.0)
+        tsteps = min(args.time_steps or args.syn_steps, args.syn_steps)
+        need = NEED_GIB.get((method, prec, extra["fast_norm"]), 4.0) * tsteps / args.syn_steps
         if mem_available_gib() < need + 1.0:
             rec["rows"].append({"run": run, "skipped": f"needs ~{need} GiB, "
                                 f"{mem_available_gib():.1f} GiB free"})
@@ -61,19 +68,25 @@ def main():
                 d.step(real, syn)
             counts.append(fc.get_total_flops())
         flops = counts[0] + (args.syn_steps - 1) * (counts[1] - counts[0])
-        real, d, syn = make(method, real, syn_steps=args.syn_steps, precision=prec, **extra)
-        times = []
+        real, d, syn = make(method, real, syn_steps=tsteps, precision=prec, **extra)
+        times, cpu = [], []
         for _ in range(args.iters):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             d.step(real, syn)
-            times.append(time.perf_counter() - t0)
+            times.append((time.perf_counter() - t0) * args.syn_steps / tsteps)
+            cpu.append((time.process_time() - c0) * args.syn_steps / tsteps)
         thr = conv_throughput(prec)
+        thr_cpu = conv_throughput(prec, cpu_time=True)
         s = min(times)
         row = {"run": run, "method": method, "precision": prec, "params": extra,
+               "timed_steps": tsteps, "scaled_to": args.syn_steps,
                "s_per_iter": times, "gflop_per_iter": flops / 1e9,
                "gflop_counted_steps_1_2": [c / 1e9 for c in counts],
                "achieved_gflops": flops / 1e9 / s, "conv_gflops_same_run": thr,
                "fraction_of_conv_throughput": flops / 1e9 / s / thr,
+               "cpu_s_per_iter": cpu, "achieved_gflops_per_cpu_s": flops / 1e9 / min(cpu),
+               "conv_gflops_per_cpu_s_same_run": thr_cpu,
+               "fraction_cpu_time": flops / 1e9 / min(cpu) / thr_cpu,
                "loadavg": os.getloadavg()[0]}
         rec["rows"].append(row)
         print(row, flush=True)
