@@ -65,6 +65,16 @@ class KIP(KRRDistiller):
         return make_kernel(self.kernel, real.info, generator=self.gen_, device=self.device_,
                            depth=self.kernel_depth, width=self.kernel_width)
 
+    def _support_kernel(self, kern, x_s):
+        """K_ss in row blocks of ``real_chunk``, each recomputed in the backward pass
+        (activation checkpointing): the exact conv kernel's per-pair maps never all coexist."""
+        n, c = x_s.shape[0], self.real_chunk
+        if n <= c or not torch.is_grad_enabled():
+            return kern(x_s, x_s)
+        from torch.utils.checkpoint import checkpoint
+        return torch.cat([checkpoint(kern, x_s[i:i + c], x_s, use_reentrant=False)
+                          for i in range(0, n, c)])
+
     def step(self, real, syn):
         kern = self._make_kernel(real) if self.random_kernel_ else self.kernel_
         x_t, y_t = self.real_batch(real)
@@ -74,7 +84,7 @@ class KIP(KRRDistiller):
             phi = feat(x_s)
             k_ss, lead = phi @ phi.T, phi.detach().requires_grad_(True)
         else:
-            phi, k_ss, lead = None, kern(x_s, x_s), None
+            phi, k_ss, lead = None, self._support_kernel(kern, x_s), None
         alpha = krr_solve(k_ss.double(), y_s.double(), self.reg)
         # stream the real batch in chunks: per chunk, grads reach X_s through K_ts (or detached
         # copies of alpha and Phi_s, whose own graph is back-propagated once at the end)
