@@ -53,6 +53,7 @@ def main():
     ap.add_argument("--only", default=None, help="mtt or tesla")
     ap.add_argument("--params", default="{}", help='extra method parameters, JSON')
     ap.add_argument("--tag", default="")
+    ap.add_argument("--steps", default=None, help="comma-separated syn_steps to run (default all)")
     args = ap.parse_args()
     extra = json.loads(args.params)
     if args.child:
@@ -64,12 +65,15 @@ def main():
     rec = {"command": "flock /tmp/datadistill-bench.lock python bench/mtt_memory.py"
                       + (f" --precision {args.precision}" if args.precision != "fp32" else "")
            + (f" --only {args.only}" if args.only else "")
+           + (f" --steps {args.steps}" if args.steps else "")
            + (f" --params '{args.params}' --tag {args.tag}" if extra else "")
            + (" (BENCH_ALLOC=default)" if os.environ.get("BENCH_ALLOC") == "default" else ""),
            "machine": machine(), "setting": "fashion-mnist, IPC 10, ConvNet-128-3, batch_syn = all "
            "(100), DSA, one iteration per fresh process", "rows": []}
     for method, steps in CONFIGS:
         if args.only and method != args.only:
+            continue
+        if args.steps and str(steps) not in args.steps.split(","):
             continue
         prev = [r for r in rec["rows"] if r["method"] == method and "peak_rss_gib" in r]
         if len(prev) >= 2:  # linear extrapolation; skip what would not fit in free memory

@@ -128,8 +128,9 @@ def _fast_norms(module: nn.Module) -> nn.Module:
 class FlatStudent:
     """A network evaluated at one flat parameter vector (``torch.func.functional_call`` on views
     of the vector: no module is rebuilt and nothing is copied per step). With ``fast_norm``
-    instance norms are swapped for ``_InstanceNorm`` (same parameters and values; MTT's
-    iteration ~20% faster, but ~50% more memory per unrolled step)."""
+    instance norms are swapped for ``_InstanceNorm`` (same parameters and values, ~50% more
+    memory per unrolled step; faster in a profile, slower in the A/B benchmark: see
+    docs/trajectory-matching.md)."""
 
     def __init__(self, module: nn.Module, fast_norm: bool = True):
         order = [n for n, _ in module.named_parameters()]
@@ -174,7 +175,7 @@ class MTT(Distiller):
     batch_train: int = 256
     expert_seed: int = 0
     expert_workers: int = 1
-    fast_norm: bool = True  # student instance norm with a cheap double backward (see FlatStudent)
+    fast_norm: bool = False  # True: the student's custom instance norm (see FlatStudent)
 
     def __post_init__(self):
         super().__post_init__()
