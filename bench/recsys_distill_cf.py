@@ -1,7 +1,9 @@
 """Distill-CF on MovieTweetings (5-core) beside full-data ∞-AE / EASE / MF and subset baselines.
 
     flock /tmp/datadistill-bench.lock python bench/recsys_distill_cf.py [--stages refs,subsets,distill,scaling]
-        [--sizes 100,200,500] [--seeds 0,1] [--preset cpu] [--iterations N]
+        [--sizes 100,200,500] [--seeds 0,1] [--preset cpu] [--iterations N] [--ref-models inf-ae,ease,mf]
+
+(bench/recsys_all.sh runs the stages in the order the BENCHMARKS.md rows were produced.)
 
 Results go to bench/results/recsys_movietweetings.json after every item (rerun resumes: items
 already in the file are skipped). Every summary is evaluated with the library's recsys protocol
@@ -54,14 +56,20 @@ def main() -> None:
     ap.add_argument("--sizes", default="100,200,500")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--ref-models", default="inf-ae,ease,mf")
+    ap.add_argument("--random-seeds", default="0,1,2")
+    ap.add_argument("--part", default="", help="write bench/results/recsys_movietweetings<part>.json "
+                    "(lets independent stages run side by side)")
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], help="key=value method overrides (floats/ints/bools)")
     args = ap.parse_args()
     tune_allocator()
+    global NAME
+    NAME = NAME + args.part
     rec = load(NAME) or {}
     rec.setdefault("runs", {})
     rec["machine"] = machine()
-    rec["command"] = "flock /tmp/datadistill-bench.lock python bench/recsys_distill_cf.py " + " ".join(sys.argv[1:])
+    rec.setdefault("commands", []).append("python bench/recsys_distill_cf.py " + " ".join(sys.argv[1:]))
     rec.setdefault("throughput", []).append({"conv_gflops": conv_throughput(seconds=2.0),
                                              "matmul_gflops": matmul_gflops(), "time": time.time()})
     save(NAME, rec)
@@ -81,7 +89,7 @@ def main() -> None:
         print(key, {m: round(v["ndcg@10"]["mean"], 3) for m, v in value.get("results", {}).items()}, flush=True)
 
     if "refs" in stages:
-        for model in ("inf-ae", "ease", "mf"):
+        for model in args.ref_models.split(","):
             key = f"full/{model}"
             if done(key):
                 continue
@@ -93,7 +101,8 @@ def main() -> None:
 
     if "subsets" in stages:
         for n in sizes:
-            for method, ss in (("random", (0, 1, 2)), ("active", (0,)), ("herding", (0,))):
+            rs = tuple(int(x) for x in args.random_seeds.split(","))
+            for method, ss in (("random", rs), ("active", (0,)), ("herding", (0,))):
                 for s in ss:
                     key = f"subset-{method}/{n}/seed{s}"
                     if done(key):

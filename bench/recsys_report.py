@@ -1,0 +1,84 @@
+"""Print issue 7's BENCHMARKS.md tables from bench/results/recsys_movietweetings*.json.
+
+    python bench/recsys_report.py
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+RES = Path(__file__).resolve().parent / "results"
+
+
+def merged() -> tuple[dict, list[dict]]:
+    runs, parts = {}, []
+    for p in sorted(RES.glob("recsys_movietweetings*.json")):
+        rec = json.loads(p.read_text())
+        parts.append({"file": p.name, **{k: rec.get(k) for k in ("machine", "commands", "throughput", "data")}})
+        runs.update(rec.get("runs", {}))
+    return runs, parts
+
+
+def pm(vals: list[float], d: int = 2) -> str:
+    if len(vals) == 1:
+        return f"{vals[0]:.{d}f}"
+    return f"{statistics.fmean(vals):.{d}f} ± {statistics.pstdev(vals):.{d}f}"
+
+
+def main() -> None:
+    runs, parts = merged()
+    full = runs.get("full/inf-ae", {}).get("results", {}).get("inf-ae", {}).get("ndcg@10", {}).get("mean")
+    print("| summary | users | recommender | HR@10 % | nDCG@10 % | AUC | % of full ∞-AE nDCG@10 | seeds | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for m in ("inf-ae", "ease", "mf"):
+        r = runs.get(f"full/{m}")
+        if r:
+            x = r["results"][m]
+            acc = x["accs"]
+            print(f"| all real users ({r['protocol']}) | {r['users']} | {m} | {x['hr@10']['mean']:.2f} | {pm(acc)} | "
+                  f"{x['auc']['mean']:.4f} | {100 * statistics.fmean(acc) / full:.1f} | {len(acc)} | {r['wall_s']:.0f} |"
+                  if full else "")
+    sizes = sorted({int(k.split("/")[1]) for k in runs if k.startswith(("subset-", "distill-cf/"))})
+    for n in sizes:
+        for method in ("subset-random", "subset-active", "subset-herding", "distill-cf"):
+            items = [v for k, v in runs.items() if k.startswith(f"{method}/{n}/")]
+            if not items:
+                continue
+            for model in ("inf-ae", "ease"):
+                if model not in items[0]["results"]:
+                    continue
+                g = lambda key: [it["results"][model][key]["mean"] for it in items]  # noqa: E731
+                nd = g("ndcg@10")
+                pct = f"{100 * statistics.fmean(nd) / full:.1f}" if full else "-"
+                wall = statistics.fmean(it["wall_s"] for it in items)
+                print(f"| {method} | {n} | {model} | {pm(g('hr@10'))} | {pm(nd)} | {pm(g('auc'), 4)} | {pct} | "
+                      f"{len(items)} | {wall:.0f} |")
+    print()
+    print("| Distill-CF run | steps | wall s | s / step | peak RSS MB | interactions / fake user (last) | λ (last) |")
+    print("|---|---|---|---|---|---|---|")
+    for k, v in sorted(runs.items()):
+        if k.startswith("distill-cf/"):
+            it = v["params"]["iterations"]
+            print(f"| {k} | {it} | {v['wall_s']:.0f} | {v['wall_s'] / it:.1f} | {v['peak_rss_mb']:.0f} | "
+                  f"{v['interactions_per_user_last']:.1f} | {v['reg_last']} |")
+    print()
+    print("| scaling | size | time s | peak RSS MB | matmul GFLOP/s then |")
+    print("|---|---|---|---|---|")
+    for k, v in sorted(runs.items(), key=lambda kv: (kv[0].split("/")[1], int(kv[0].split("/")[-1])) if kv[0].startswith("scaling") else ("", 0)):
+        if k.startswith("scaling/step"):
+            print(f"| Distill-CF step (100 fake users), real users per step | {v['real_users_per_step']} | "
+                  f"{v['step_s']:.2f} | {v['peak_rss_mb']:.0f} | {v['matmul_gflops']:.1f} |")
+        elif k.startswith("scaling/full-inf-ae"):
+            print(f"| full-data ∞-AE fit + score all 4,333 users, support users | {v['support_users']} | "
+                  f"{v['fit_and_score_all_s']:.2f} | {v['peak_rss_mb']:.0f} | {v['matmul_gflops']:.1f} |")
+    print()
+    for p in parts:
+        th = ", ".join(f"conv {t['conv_gflops']:.1f} / matmul {t['matmul_gflops']:.1f}" for t in p["throughput"] or [])
+        print(f"- `{p['file']}`: {p['machine'].get('date')} git {p['machine'].get('git')}, "
+              f"{p['machine'].get('cpu')} x{p['machine'].get('cores')}; GFLOP/s measured in the run: {th}; "
+              f"commands: {'; '.join(p['commands'] or [])}")
+
+
+if __name__ == "__main__":
+    main()
