@@ -9,7 +9,8 @@ class). Presets ``cpu-200`` / ``cpu-1000`` only shorten the run; ``fast-bf16`` a
 autocast, channels-last and ``torch.compile`` (same objective, lower precision).
 
 With instance norm (or no norm) all classes share one batched forward, which is exact; with
-batch norm each class is embedded separately as in the reference. One network module is built
+batch norm each class is embedded separately as in the reference. The no-grad real forward runs
+in chunks of ``real_chunk`` images, which bounds memory and changes nothing but summation order. One network module is built
 in ``setup`` and re-initialised in place from the generator every iteration (the same draws as
 building a fresh one), so a compiled forward is reused.
 """
@@ -37,6 +38,7 @@ class DM(Distiller):
     lr_data: float = 1.0
     channels_last: bool = False
     compile: bool = False
+    real_chunk: int = 1024  # real images per no-grad forward (bounds memory; exact)
 
     def setup(self, real, syn):
         super().setup(real, syn)
@@ -70,7 +72,10 @@ class DM(Distiller):
                 ms = torch.stack([embed(x).mean(0) for x in xs])
             else:
                 with torch.no_grad():
-                    mr = class_means(embed(torch.cat(xr)), torch.cat(real_ids), k)
+                    xr_all, ids_all = torch.cat(xr), torch.cat(real_ids)
+                    emb = torch.cat([embed(xr_all[i:i + self.real_chunk])
+                                     for i in range(0, xr_all.shape[0], self.real_chunk)])
+                    mr = class_means(emb, ids_all, k)
                 ms = class_means(embed(torch.cat(xs)), torch.cat(syn_ids), k)
         loss = mean_embedding_distance(mr, ms)
         self.optimizer_.zero_grad(set_to_none=True)
