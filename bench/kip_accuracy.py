@@ -136,6 +136,17 @@ def main():
             r["convnet_w1024"] = rep.to_dict()
             print(rep.table(), flush=True)
             save("meta_accuracy", rec)
+    for ipc in (1, 10):  # baseline: the random real initialisation (one-hot regression labels)
+        key = f"init-ipc{ipc}"
+        if only and key not in only:
+            continue
+        if "convnet" not in rec.setdefault("baselines", {}).setdefault(key, {}):
+            init = create_distiller("kip", seed=a.seed).init_synset(real, ipc=ipc)
+            rep = evaluate(init, real, models=("convnet",), protocol=FAST1 if ipc == 1 else SHORT,
+                           seed=a.seed)
+            rec["baselines"][key]["convnet"] = rep.to_dict()
+            print(key, rep.table(), flush=True)
+            save("meta_accuracy", rec)
     rec["conv_gflops_end"] = conv_throughput()
     save("meta_accuracy", rec)
 

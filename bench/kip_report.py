@@ -62,6 +62,12 @@ def accuracy() -> None:
         col = 0 if ipc == 1 else 1
         p = f"{pub['krr'][col] if pub['krr'] else '-'} / {pub['net'][col]}"
         print(f"| {name} | {it} | {krr} | {net} | {p} |")
+    for key, b in r.get("baselines", {}).items():
+        if "convnet" in b:
+            res = b["convnet"]["results"]["convnet"]
+            print(f"| {key} (random real, one-hot) | 0 | (see 'init' above) | {res['mean']:.1f} ± "
+                  f"{res['std']:.1f} ({b['convnet']['protocol']['name']}, "
+                  f"{b['convnet']['protocol']['epochs']} ep) | - |")
 
 
 if __name__ == "__main__":
