@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Issue 7's benchmark rows as they were produced (each command resumes: finished items are
-# skipped). Parts run side by side write separate result files (--part), merged by the report.
+# Issue 7's benchmark rows, as they were produced on 2026-11-28 (four parts side by side, each
+# writing its own bench/results/recsys_movietweetings<part>.json; finished items are skipped on a
+# rerun). Then: python bench/recsys_report.py  -> the BENCHMARKS.md tables.
 #   nohup bash bench/recsys_all.sh > bench/logs/recsys_all.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B="python bench/recsys_distill_cf.py"
-$B --stages distill --sizes 500 --seeds 0 --preset cpu &                       # part "" (main file)
+$B --stages distill --sizes 500 --seeds 0 --preset cpu &
 ( $B --part _b --stages refs --ref-models inf-ae,ease
   $B --part _b --stages subsets --sizes 100,200,500 ) &
+( $B --part _c --stages distill --sizes 100,200 --seeds 0 --preset cpu
+  $B --part _c --stages scaling --preset cpu
+  $B --part _c --stages refs --ref-models mf ) &
+$B --part _d --stages distill --sizes 500 --seeds 1 --preset cpu &
 wait
-$B --part _c --stages distill --sizes 100,200 --seeds 0 --preset cpu
-$B --part _c --stages scaling --preset cpu
-$B --part _c --stages refs --ref-models mf
+python bench/recsys_report.py
