@@ -15,13 +15,14 @@ PUBLISHED = {("dc", 1): 70.5, ("dc", 10): 82.3, ("dc", 50): 83.6, ("dsa", 1): 70
              ("idc", 50): 86.2}
 
 
-def speed() -> None:
-    r = load("gm_speed")
+def speed(name: str = "gm_speed") -> None:
+    r = load(name)
     if not r or not r.get("variants"):
         print("_speed benchmark not run_\n")
         return
     m = r["machine"]
-    print(f"`{r['command']}` — {m['date']}, {m['cpu']}, {r['threads']} thread(s), torch "
+    clock = "CPU-seconds of the process" if r.get("clock") == "process_time" else "wall-clock seconds"
+    print(f"Timed in {clock}. `{r['command']}` — {m['date']}, {m['cpu']}, {r['threads']} thread(s), torch "
           f"{m['torch']}, allocator {r['allocator']}, git {m['git']}.\n")
     conv = {k: round(v, 1) for k, v in r["conv_gflops_before"].items()}
     after = {k: round(v, 1) for k, v in r.get("conv_gflops_after", {}).items()}
@@ -66,15 +67,20 @@ def runs() -> None:
 
 
 def accuracy() -> None:
-    r = load("gm_eval")
-    if not r:
+    import glob
+    import json
+    r = {"results": {}}
+    for f in sorted(glob.glob(str(Path(__file__).resolve().parent / "results" / "gm_eval*.json"))):
+        r["results"].update(json.loads(Path(f).read_text())["results"])
+    if not r["results"]:
         print("_no evaluation yet_\n")
         return
     print("| summary | method | IPC | iterations | protocol | models | accuracy % (final) | published |")
     print("|---|---|---|---|---|---|---|---|")
     for key, v in sorted(r["results"].items()):
         pub = PUBLISHED.get((v["method"], round(v["ipc"])))
-        print(f"| {v['summary'].split('gm/')[-1]} | {v['method']} | {v['ipc']:g} | {v['iterations']} | "
+        method = v["method"] or "(initialisation)"
+        print(f"| {v['summary'].split('gm/')[-1]} | {method} | {v['ipc']:g} | {v['iterations']} | "
               f"{v['protocol']} ({v['epochs']} epochs) | {v['num_models']} | "
               f"{v['mean']:.2f} ± {v['std']:.2f} | {pub if pub is not None else '-'} |")
     print()
@@ -98,6 +104,7 @@ def memory() -> None:
 
 if __name__ == "__main__":
     speed()
+    speed("gm_speed_cpu")
     runs()
     accuracy()
     memory()
