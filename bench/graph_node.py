@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--gcdm-preset", default="cpu-100")
     ap.add_argument("--name", default=None, help="result file name (default graph_node_<dataset>)")
     ap.add_argument("--no-full", action="store_true", help="skip the whole-graph reference")
+    ap.add_argument("--save-dir", default=None, help="also save each distilled summary here")
     ap.add_argument("--cross-ratio", type=float, default=None,
                     help="cross-architecture evaluation of GCond at this ratio")
     ap.add_argument("--protocol", default="fast")
@@ -86,6 +87,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 d.distill(real, syn)
                 dt = round(time.perf_counter() - t0, 1)
+                if a.save_dir:
+                    syn.save(Path(a.save_dir) / f"{method}-{a.dataset}-{ratio}")
                 cross = ("gcn", "sgc", "graphsage", "gat") if ratio == a.cross_ratio else ("gcn",)
                 row(method, ratio, syn, dt, cross, {"preset": a.preset})
             else:

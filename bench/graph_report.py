@@ -16,7 +16,7 @@ def _load(name):
 
 
 def node_tables() -> None:
-    for ds, names in (("cora", ("graph_node_cora_026", "graph_node_cora_coresets", "graph_node_cora_gcdm",
+    for ds, names in (("cora", ("graph_node_cora_026", "graph_node_cora_gcond", "graph_node_cora_coresets", "graph_node_cora_gcdm",
                                 "graph_node_cora_other")),
                       ("citeseer", ("graph_node_citeseer",))):
         recs = [r for r in map(_load, names) if r]
