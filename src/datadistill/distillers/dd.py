@@ -60,8 +60,9 @@ class DD(Distiller):
         super().__post_init__()
         if self.init_mode not in ("random", "fixed"):
             raise ConfigError(f"init_mode must be 'random' or 'fixed', got {self.init_mode!r}")
-        if self.unroll < 1 or (self.checkpoint_every is not None and self.checkpoint_every < 1):
-            raise ConfigError("unroll and checkpoint_every must be >= 1")
+        if self.unroll < 1 or (self.checkpoint_every is not None and self.checkpoint_every < 1) \
+                or (self.backprop_steps is not None and self.backprop_steps < 1):
+            raise ConfigError("unroll, checkpoint_every and backprop_steps must be >= 1")
         if not 0.0 <= self.inner_momentum < 1.0:
             raise ConfigError(f"inner_momentum must be in [0, 1), got {self.inner_momentum}")
 
@@ -107,46 +108,46 @@ class DD(Distiller):
 
     def step(self, real, syn):
         net = self.fixed_ if self.fixed_ is not None else self._network(real)
-        names = [k for k, _ in net.named_parameters()]
+        names, fmt = [k for k, _ in net.named_parameters()], syn.label_format
+        n, buffers = len(names), dict(net.named_buffers())
         p0 = tuple(p.detach().clone().requires_grad_(True) for _, p in net.named_parameters())
         seg = self.checkpoint_every or self.unroll
         bounds = list(range(0, self.unroll, seg)) + [self.unroll]
         first_bp = 0 if self.backprop_steps is None else max(0, self.unroll - self.backprop_steps)
-        # forward without graph, keeping the state at every segment start
+        # forward without graph through all segments but the last, keeping each segment's start
+        x_d, y_d = (t.detach() for t in syn.materialize())
         states, state = [], (p0, tuple(torch.zeros_like(p) for p in p0))
-        x_s, y_s = (t.detach() for t in syn.materialize())
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in zip(bounds[:-2], bounds[1:-1]):
             states.append(state)
-            state = self._inner(net, state, range(a, b), x_s, y_s, syn.label_format, False)
-        # outer loss on a real batch at theta_T
+            state = self._inner(net, state, range(a, b), x_d, y_d, fmt, False)
+        states.append(state)
         idx = torch.randperm(len(real.train), generator=self.gen_)[:self.batch_real]
         xr, yr = real.train.x[idx].to(self.device_), real.train.y[idx].to(self.device_)
-        params_t = tuple(p.detach().requires_grad_(True) for p in state[0])
-        out = functional_call(net, ({**dict(zip(names, params_t)), **dict(net.named_buffers())},), (xr,))
-        loss = label_loss(out, yr, "hard")
-        g_params = torch.autograd.grad(loss, params_t)
-        g_vel = tuple(torch.zeros_like(p) for p in params_t)
-        # backward segment by segment (recomputing each with its graph)
+        # backward segment by segment, last first: recompute a segment with its graph from its
+        # stored start, back-propagate the incoming gradients, hand the start's gradients on
         self.optimizer_.zero_grad(set_to_none=True)
+        learned, g_out, loss = self._learned(syn), None, None
         for si in reversed(range(len(bounds) - 1)):
             a, b = bounds[si], bounds[si + 1]
             if b <= first_bp:
                 break
-            start = tuple(t.detach().requires_grad_(True) for t in states[si][0] + states[si][1])
-            n = len(names)
+            st = self._inner(net, states[si], range(a, max(a, first_bp)), x_d, y_d, fmt, False)
+            leaves = tuple(t.detach().requires_grad_(True) for t in st[0] + st[1])
             x_s, y_s = syn.materialize()
-            params, vel = self._inner(net, (start[:n], start[n:]), range(max(a, first_bp), b),
-                                      x_s, y_s, syn.label_format, True)
-            outs, grads = params + vel, g_params + g_vel
-            keep = [(o, g) for o, g in zip(outs, grads) if o.requires_grad]
-            back = torch.autograd.grad([o for o, _ in keep], list(start) + self._learned(syn),
-                                       [g for _, g in keep], allow_unused=True)
-            g_start, g_learn = back[:len(start)], back[len(start):]
-            for p, g in zip(self._learned(syn), g_learn):
+            params, vel = self._inner(net, (leaves[:n], leaves[n:]), range(max(a, first_bp), b),
+                                      x_s, y_s, fmt, True)
+            if g_out is None:  # the last segment ends in the outer loss on a real batch
+                out = functional_call(net, ({**dict(zip(names, params)), **buffers},), (xr,))
+                loss = label_loss(out, yr, "hard")
+                outs, grads = [loss], [None]
+            else:
+                pairs = [(o, g) for o, g in zip(params + vel, g_out) if o.requires_grad]
+                outs, grads = [o for o, _ in pairs], [g for _, g in pairs]
+            back = torch.autograd.grad(outs, list(leaves) + learned, grads, allow_unused=True)
+            for p, g in zip(learned, back[len(leaves):]):
                 if g is not None:
                     p.grad = g if p.grad is None else p.grad + g
-            g_params = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(start[:n], g_start[:n]))
-            g_vel = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(start[n:], g_start[n:]))
+            g_out = tuple(torch.zeros_like(t) if g is None else g for t, g in zip(leaves, back))
         self.optimizer_.step()
         return {"loss": float(loss.detach()), "inner_lr_mean": float(self.log_lrs_.detach().exp().mean())}
 
