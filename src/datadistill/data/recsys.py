@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,13 +221,6 @@ def read_separated(lines, sep: str, *, cols=(0, 1, 2, 3)) -> Interactions:
     return Interactions(np.array(users), np.array(items), np.array(ratings), np.array(ts, dtype=np.int64))
 
 
-def _shared_dirs(sub: str) -> list[Path]:
-    """The project's offline copies (``$DATADISTILL_SHARED_DATA`` or ``<checkout>/../shared/data``)."""
-    roots = [os.environ.get("DATADISTILL_SHARED_DATA")]
-    roots.append(str(Path(__file__).resolve().parents[3].parent / "shared" / "data"))
-    return [Path(r) / sub for r in roots if r]
-
-
 MT_FILE = "snapshots/100K/ratings.dat"
 MT_URL = "https://raw.githubusercontent.com/sidooms/MovieTweetings/master/" + MT_FILE
 MT_MD5 = "f5e9db01cdf9490fa13713a26183b7cf"
@@ -239,8 +231,6 @@ def load_movietweetings(data_dir=None, download: bool = True, *, k_core: int = 5
     """MovieTweetings 100K snapshot (Dooms et al., RecSys'13 CrowdRec; MIT): 100,000 ratings of
     16,554 users; 5-core: 4,333 users x 2,414 items, 68,055 interactions."""
     found = find_files("movietweetings", [MT_FILE], data_dir)
-    if found is None:
-        found = next((d for d in _shared_dirs("recsys/movietweetings") if (d / MT_FILE).exists()), None)
     if found is None:
         found = fetch("movietweetings", {MT_FILE: (MT_URL, MT_MD5)}, data_dir, download,
                       f"put {MT_FILE} (from github.com/sidooms/MovieTweetings) under --data-dir")
