@@ -72,7 +72,7 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generato
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 2048,
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500,
              precision: str = "fp32") -> float:
     model.eval()
     correct = 0
