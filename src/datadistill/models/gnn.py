@@ -60,7 +60,8 @@ def _propagate(h: Tensor, edge_index: Tensor, w: Tensor, n: int) -> Tensor:
     differentiable in ``w``, which gradient matching through the synthetic adjacency needs)."""
     src, dst = edge_index
     if not w.requires_grad and h.dim() == 2 and h.device.type == "cpu":
-        a = torch.sparse_coo_tensor(torch.stack([dst, src]), w.to(h.dtype), (n, h.shape[0]))
+        a = torch.sparse_coo_tensor(torch.stack([dst, src]), w.to(h.dtype), (n, h.shape[0]),
+                                    check_invariants=False)
         return torch.sparse.mm(a.coalesce().to_sparse_csr(), h)
     msg = h[src] * w.view(-1, *([1] * (h.dim() - 1)))
     return torch.zeros(n, *h.shape[1:], dtype=h.dtype, device=h.device).index_add(0, dst, msg)
