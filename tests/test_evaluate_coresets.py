@@ -18,7 +18,7 @@ def test_evaluate_report(digits):
         assert len(r["accs"]) == 2 and r["std"] >= 0
         assert abs(r["mean"] - sum(r["accs"]) / 2) < 1e-9
     assert rep.results["convnet"]["mean"] > 50  # 5 real digits per class train a usable ConvNet
-    assert rep.protocol["epochs"] == 30 and rep.summary["stored_bytes"] == syn.stored_bytes()
+    assert rep.protocol["epochs"] == TINY.epochs and rep.summary["stored_bytes"] == syn.stored_bytes()
     assert "tiny" in rep.table() and "convnet" in rep.table()
     # an override of the model count is recorded
     rep2 = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, device="cpu")
