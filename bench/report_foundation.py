@@ -54,7 +54,7 @@ def main():
     for f in sorted(R.glob("dm_accuracy_*.json")):
         d = json.loads(f.read_text())
         a = d["args"]
-        for key, label in (("init", "random-real init (DM's own)"), ("dm", f"DM, {a['iterations']} it")):
+        for key, label in (("init", "random-real init (DM's own)"), ("dm", f"DM, {a['iterations']} it, {a['precision']}")):
             if key in d:
                 res = d[key]["results"]["convnet"]
                 pub = PUBLISHED["dm"].get(a["ipc"]) if key == "dm" else PUBLISHED["random"].get(a["ipc"])
