@@ -90,6 +90,14 @@ class EvalReport:
         return "\n".join(lines)
 
 
+def accuracy_stats(accs: Sequence[float]) -> dict[str, Any]:
+    """Accuracies of several fresh models -> {accs, mean, std (population)}; shared by every
+    modality's evaluator."""
+    accs = list(accs)
+    return {"accs": accs, "mean": statistics.fmean(accs),
+            "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0}
+
+
 def get_protocol(protocol: str | Protocol) -> Protocol:
     if isinstance(protocol, Protocol):
         return protocol
@@ -170,8 +178,7 @@ def evaluate(syn: SyntheticSet, real, *, models: Sequence[str] | None = None,
             accs.append(acc)
             if on_model is not None:
                 on_model({"model": name, "index": k, "accuracy": acc})
-        r: dict[str, Any] = {"accs": accs, "mean": statistics.fmean(accs),
-                             "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+        r: dict[str, Any] = {**accuracy_stats(accs),
                              "published_full": PUBLISHED_FULL.get((syn.info.name, name))}
         if full_reference:
             from .reference import full_data_accuracy

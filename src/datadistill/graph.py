@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from .evaluate import MODALITY_EVALUATORS, EvalReport
+from .evaluate import MODALITY_EVALUATORS, EvalReport, accuracy_stats
 from .models import create_model
 from .runtime import make_generator, resolve_device
 from .train import label_loss
@@ -188,8 +187,7 @@ def full_graph_accuracy(real, model: str = "gcn", *, protocol="paper", num_model
                               lr=proto.lr, weight_decay=proto.weight_decay,
                               batch_size=proto.batch_size, generator=gen, select=proto.select)
             accs.append(100 * graph_accuracy(net, real, real.test_idx))
-    return {"accs": accs, "mean": statistics.fmean(accs),
-            "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+    return {**accuracy_stats(accs),
             "settings": dataclasses.asdict(proto)}
 
 
@@ -230,8 +228,7 @@ def evaluate_graph(syn, real, *, models: Sequence[str] | None = None, protocol="
             accs.append(acc)
             if on_model is not None:
                 on_model({"model": name, "index": k, "accuracy": acc})
-        r: dict[str, Any] = {"accs": accs, "mean": statistics.fmean(accs),
-                             "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+        r: dict[str, Any] = {**accuracy_stats(accs),
                              "published_full": PUBLISHED_FULL.get((syn.info.name, name))}
         if full_reference:
             full = full_graph_accuracy(real, name, protocol=proto.name, num_models=proto.num_models,
