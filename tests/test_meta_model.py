@@ -154,6 +154,10 @@ def test_pooled_conv_kernel_equals_full_covariance_brute_force(depth, channels, 
     # chunking over x1 (one pair per chunk) and NNGP-only mode change nothing
     assert torch.allclose(conv_pool_kernels(x1, x2, depth=depth, chunk_pairs=1)[1], ntk)
     assert torch.allclose(conv_pool_kernels(x1, x2, depth=depth, ntk=False)[0], nngp)
+    # K(x, x) computes only blocks on/above the diagonal (uneven blocks of 2 rows) and mirrors
+    x5 = torch.randn(5, channels, size, size, generator=g, dtype=torch.float64)
+    assert torch.allclose(conv_pool_kernels(x5, depth=depth, chunk_pairs=10)[1],
+                          brute_pool_kernels(x5, x5, depth)[1], rtol=1e-10, atol=1e-12)
     # first_padding 2 on 6x6 = zero-padding the image to 8x8 first
     x = torch.randn(2, channels, size - 2, size - 2, generator=g, dtype=torch.float64)
     xp = F.pad(x, (1,) * 4)
@@ -168,6 +172,9 @@ def test_pooled_conv_kernel_is_differentiable_in_both_inputs():
     for ntk in (True, False):  # chunked + checkpointed path (2 pairs per chunk)
         fn = lambda a, b: conv_pool_kernels(a, b, depth=2, ntk=ntk, chunk_pairs=2)[int(ntk)]  # noqa: E731
         assert torch.autograd.gradcheck(fn, (x1, x2), fast_mode=True)
+    x3 = torch.cat([x1, x2]).detach().requires_grad_(True)  # the symmetric K(x, x) path
+    assert torch.autograd.gradcheck(lambda a: conv_pool_kernels(a, depth=2, chunk_pairs=4)[1], (x3,),
+                                    fast_mode=True)
 
 
 def pooled_features(x, width, depth, gen, w_var=2.0, b_var=0.01):

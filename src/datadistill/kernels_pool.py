@@ -28,7 +28,8 @@ Cost: O(n m H W (2^depth)^2 ) time and memory, dominated by the first block (225
 H W per pair at 32x32, about 240x the no-pooling ``conv_kernels``). Pairs are processed in
 chunks of rows of ``x1`` (``chunk_pairs`` pairs each); when a gradient is needed each chunk is
 recomputed in the backward pass (activation checkpointing), so peak memory is one chunk's graph
-(~0.9 MB per pair per stored tensor at 32x32) whatever the batch.
+(~14 MB per pair at 32x32, depth 3: ~1.5 GB at the default 100 pairs) whatever the batch. For
+K(x, x) only the blocks on and above the diagonal are computed (about half the pairs).
 
 Inputs are [N, C, H, W]; ``first_padding`` > 1 zero-pads the image by ``first_padding - 1``
 first (the library's ConvNet uses padding 3 on 1-channel 28x28 images, 28 -> 32; neural-tangents'
@@ -132,7 +133,7 @@ def _self_input_cov(x: Tensor, r: int) -> Tensor:
 
 def conv_pool_kernels(x1: Tensor, x2: Tensor | None = None, *, depth: int = 3, w_var: float = 2.0,
                       b_var: float = 0.01, first_padding: int = 1, ntk: bool = True,
-                      chunk_pairs: int = 200) -> tuple[Tensor, Tensor | None]:
+                      chunk_pairs: int = 100) -> tuple[Tensor, Tensor | None]:
     """Exact (NNGP, NTK) [n, m] of the pooled ReLU ConvNet (module docstring); NTK is None when
     ``ntk=False`` (cheaper). Differentiable in both inputs; ``chunk_pairs`` bounds memory only."""
     if depth < 1:
@@ -144,6 +145,7 @@ def conv_pool_kernels(x1: Tensor, x2: Tensor | None = None, *, depth: int = 3, w
     if x1.dim() != 4 or (x2 is not None and x2.shape[1:] != x1.shape[1:]):
         raise ValueError(f"conv kernels need [N, C, H, W] inputs of one shape, got "
                          f"{tuple(x1.shape)} and {None if x2 is None else tuple(x2.shape)}")
+    sym = x2 is None or x2 is x1  # K(x, x): only blocks on and above the diagonal are computed
     x2 = x1 if x2 is None else x2
     if first_padding > 1:
         x1, x2 = (F.pad(x, (first_padding - 1,) * 4) for x in (x1, x2))
@@ -171,14 +173,18 @@ def conv_pool_kernels(x1: Tensor, x2: Tensor | None = None, *, depth: int = 3, w
 
     rows = max(1, chunk_pairs // x2.shape[0])
     v2 = [_shift(v, r) for v, r in zip(run(self_vars, x2), radii)]
-    nngp, ntks = [], []
-    for i in range(0, x1.shape[0], rows):
-        xa = x1[i:i + rows]
-        v1 = run(self_vars, xa)
-        out = run(cross, xa, x2, *v1, *v2)
-        nngp.append(out[0])
-        ntks.append(out[1])
-    return torch.cat(nngp), (torch.cat(ntks) if ntk else None)
+    n, m = x1.shape[0], x2.shape[0]
+    outs = []
+    for i in range(0, n, rows):
+        xa, j = x1[i:i + rows], (i if sym else 0)
+        out = run(cross, xa, x2[j:], *run(self_vars, xa), *[v[j:] for v in v2])
+        outs.append([F.pad(o, (j, 0)) if o is not None else None for o in out])
+    res = [torch.cat([o[t] for o in outs]) if outs[0][t] is not None else None for t in (0, 1)]
+    if sym:  # rows i hold columns >= their block start; mirror the rest
+        start = torch.arange(n, device=x1.device) // rows * rows
+        upper = torch.arange(m, device=x1.device)[None, :] >= start[:, None]
+        res = [torch.where(upper, k, k.T) if k is not None else None for k in res]
+    return res[0], res[1]
 
 
 def conv_pool_ntk(x1: Tensor, x2: Tensor | None = None, **kw) -> Tensor:
