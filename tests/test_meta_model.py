@@ -12,6 +12,7 @@ from datadistill.distillers import ConfigError, create_distiller
 from datadistill.kernel_eval import KERNELS, evaluate_krr, make_kernel
 from datadistill.kernels import fc_kernels
 from datadistill.kernels_conv import EmpiricalNTK, RandomFeatureNNGP, conv_kernels
+from datadistill.kernels_pool import conv_pool_kernels
 
 
 class NTKNet(nn.Module):
@@ -97,6 +98,163 @@ def test_conv_ntk_matches_finite_width_and_converges():
     assert rel_err(outs.T @ outs / outs.shape[0], nngp) < 0.15
 
 
+def brute_pool_kernels(x1, x2, depth, w_var=2.0, b_var=0.01):
+    """The pooled ConvNet's (NNGP, NTK) by propagating the full [n, m, H, W, H, W] covariance."""
+    def conv(k, bias=b_var):  # 3x3 zero-padded conv: both positions shift together
+        n, m, h, w = k.shape[:4]
+        kp = k.new_zeros(n, m, h + 2, w + 2, h + 2, w + 2)
+        kp[:, :, 1:-1, 1:-1, 1:-1, 1:-1] = k
+        return w_var * sum(kp[:, :, i:i + h, j:j + w, i:i + h, j:j + w]
+                           for i in range(3) for j in range(3)) / 9 + bias
+
+    def diag(k):  # self covariance [n, n, H, W, H, W] -> variances [n, H, W]
+        h, w = k.shape[2:4]
+        return torch.stack([k[i, i].reshape(h * w, h * w).diagonal().reshape(h, w)
+                            for i in range(k.shape[0])])
+
+    def relu(k, v1, v2):
+        norm = torch.sqrt(v1[:, None, :, :, None, None] * v2[None, :, None, None]).clamp_min(1e-30)
+        rho = (k / norm).clamp(-1 + 1e-7, 1 - 1e-7)
+        t = torch.arccos(rho)
+        return (norm * (torch.sqrt(1 - rho ** 2) + (math.pi - t) * rho) / (2 * math.pi),
+                (math.pi - t) / (2 * math.pi))
+
+    def pool(k):
+        n, m, h, w = k.shape[:4]
+        return k.reshape(n, m, h // 2, 2, w // 2, 2, h // 2, 2, w // 2, 2).mean((3, 5, 7, 9))
+
+    def cov(a, b):
+        return torch.einsum("nchw,mcij->nmhwij", a, b) / a.shape[1]
+    k12, k11, k22, ntk = cov(x1, x2), cov(x1, x1), cov(x2, x2), None
+    for _ in range(depth):
+        k12, k11, k22 = conv(k12), conv(k11), conv(k22)
+        ntk = k12 if ntk is None else conv(ntk, 0.0) + k12
+        v1, v2 = diag(k11), diag(k22)
+        e12, d12 = relu(k12, v1, v2)
+        ntk, k12 = pool(ntk * d12), pool(e12)
+        k11, k22 = pool(relu(k11, v1, v1)[0]), pool(relu(k22, v2, v2)[0])
+    hw = k12.shape[2] * k12.shape[3]
+
+    def read(k):
+        return k.reshape(*k.shape[:2], hw, hw).diagonal(dim1=-2, dim2=-1).mean(-1)
+    nngp = w_var * read(k12) + b_var
+    return nngp, w_var * read(ntk) + nngp
+
+
+@pytest.mark.parametrize("depth,channels,size", [(1, 2, 8), (2, 1, 8), (3, 3, 8)])
+def test_pooled_conv_kernel_equals_full_covariance_brute_force(depth, channels, size):
+    g = torch.Generator().manual_seed(depth)
+    x1 = torch.randn(2, channels, size, size, generator=g, dtype=torch.float64)
+    x2 = torch.randn(3, channels, size, size, generator=g, dtype=torch.float64)
+    nngp, ntk = conv_pool_kernels(x1, x2, depth=depth)
+    bn, bt = brute_pool_kernels(x1, x2, depth)
+    assert torch.allclose(nngp, bn, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(ntk, bt, rtol=1e-10, atol=1e-12)
+    assert (ntk > nngp).all()  # the NTK adds the (positive) weight-gradient terms
+    # chunking over x1 (one pair per chunk) and NNGP-only mode change nothing
+    assert torch.allclose(conv_pool_kernels(x1, x2, depth=depth, chunk_pairs=1)[1], ntk)
+    assert torch.allclose(conv_pool_kernels(x1, x2, depth=depth, ntk=False)[0], nngp)
+    # K(x, x) computes only blocks on/above the diagonal (uneven blocks of 2 rows) and mirrors
+    x5 = torch.randn(5, channels, size, size, generator=g, dtype=torch.float64)
+    assert torch.allclose(conv_pool_kernels(x5, depth=depth, chunk_pairs=10)[1],
+                          brute_pool_kernels(x5, x5, depth)[1], rtol=1e-10, atol=1e-12)
+    # first_padding 2 on 6x6 = zero-padding the image to 8x8 first
+    x = torch.randn(2, channels, size - 2, size - 2, generator=g, dtype=torch.float64)
+    xp = F.pad(x, (1,) * 4)
+    assert torch.allclose(conv_pool_kernels(x, depth=depth, first_padding=2)[1],
+                          brute_pool_kernels(xp, xp, depth)[1], rtol=1e-10)
+
+
+def test_pooled_conv_kernel_is_differentiable_in_both_inputs():
+    g = torch.Generator().manual_seed(3)
+    x1 = torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    x2 = torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    for ntk in (True, False):  # chunked + checkpointed path (2 pairs per chunk)
+        fn = lambda a, b: conv_pool_kernels(a, b, depth=2, ntk=ntk, chunk_pairs=2)[int(ntk)]  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x1, x2), fast_mode=True)
+    x3 = torch.cat([x1, x2]).detach().requires_grad_(True)  # the symmetric K(x, x) path
+    assert torch.autograd.gradcheck(lambda a: conv_pool_kernels(a, depth=2, chunk_pairs=4)[1], (x3,),
+                                    fast_mode=True)
+
+
+def pooled_features(x, width, depth, gen, w_var=2.0, b_var=0.01):
+    """Penultimate features of a random finite pooled ConvNet (weights N(0, w_var / fan_in),
+    biases N(0, b_var)), the architecture of ``conv_pool_kernels``."""
+    for _ in range(depth):
+        c = x.shape[1]
+        w = torch.randn(width, c, 3, 3, generator=gen) * math.sqrt(w_var / (9 * c))
+        b = torch.randn(width, generator=gen) * math.sqrt(b_var)
+        x = F.avg_pool2d(F.relu(F.conv2d(x, w, b, padding=1)), 2)
+    return x.flatten(1)
+
+
+def test_pooled_conv_nngp_matches_monte_carlo_of_finite_networks():
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    nngp, _ = conv_pool_kernels(x, depth=2)
+    errs = []
+    for width, nets in ((8, 10), (512, 100)):  # MC error ~ 1 / sqrt(width * nets)
+        g = torch.Generator().manual_seed(width)
+        ks = []
+        for _ in range(nets):  # E over the readout given the features, averaged over networks
+            f = pooled_features(x, width, 2, g)
+            ks.append(2.0 * f @ f.T / f.shape[1] + 0.01)
+        errs.append(rel_err(torch.stack(ks).mean(0), nngp))
+    assert errs[1] < 0.02 and errs[1] < errs[0] / 5, errs  # measured ~0.2 vs ~0.005
+
+
+class PooledNTKNet(nn.Module):
+    """Finite pooled ConvNet in the NTK parametrization (the architecture of ``conv_pool_kernels``)."""
+
+    def __init__(self, c, width, depth, w_var=2.0, b_var=0.01, spatial=1):
+        super().__init__()
+        self.w_var, self.sb = w_var, math.sqrt(b_var)
+        self.ws = nn.ParameterList([nn.Parameter(torch.randn(width, c if i == 0 else width, 3, 3))
+                                    for i in range(depth)])
+        self.bs = nn.ParameterList([nn.Parameter(torch.randn(width)) for _ in range(depth)])
+        self.readout = nn.Parameter(torch.randn(1, width * spatial))
+        self.rb = nn.Parameter(torch.randn(1))
+
+    def forward(self, x):
+        for w, b in zip(self.ws, self.bs):
+            x = F.conv2d(x, w, padding=1) * math.sqrt(self.w_var / w[0].numel()) + self.sb * b[:, None, None]
+            x = F.avg_pool2d(F.relu(x), 2)
+        x = x.flatten(1)
+        return x @ self.readout.T * math.sqrt(self.w_var / x.shape[1]) + self.sb * self.rb
+
+
+def test_pooled_conv_ntk_matches_finite_width_ntk_and_converges():
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    _, ntk = conv_pool_kernels(x, depth=2)
+    errs = []
+    for width in (8, 1024):  # mean of 4 finite NTKs: bias O(1/width), spread O(1/sqrt(width))
+        ks = []
+        for s in range(4):
+            torch.manual_seed(1000 * width + s)  # test-only: the finite nets' weights
+            ks.append(finite_ntk(PooledNTKNet(1, width, 2, spatial=4), x))
+        errs.append(rel_err(torch.stack(ks).mean(0), ntk))
+    assert errs[1] < 0.05 and errs[1] < errs[0] / 5, errs  # measured ~0.2-0.4 vs ~0.01
+
+
+def test_pooled_conv_kernel_errors_and_registry(digits):
+    x = digits.train.x[:2]
+    with pytest.raises(ValueError, match="depth"):
+        conv_pool_kernels(x, depth=0)
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        conv_pool_kernels(x.flatten(1))
+    with pytest.raises(ValueError, match="divisible"):
+        conv_pool_kernels(torch.randn(2, 1, 12, 12), depth=3)  # 12 is not a multiple of 8
+    with pytest.raises(ValueError, match="chunk_pairs"):
+        conv_pool_kernels(x, chunk_pairs=0)
+    x3 = torch.randn(3, 1, 28, 28)
+    info = digits.info.replace(shape=(1, 28, 28))
+    for name in ("conv_pool_ntk", "conv_pool_nngp"):
+        k = make_kernel(name, info)
+        out = k(x3, x3[:2])
+        assert out.shape == (3, 2) and torch.isfinite(out).all()
+    assert torch.allclose(make_kernel("conv_pool_ntk", info)(x3[:1]),
+                          conv_pool_kernels(F.pad(x3[:1], (2,) * 4))[1])
+
+
 def test_random_features_approximate_the_conv_nngp(digits):
     x = digits.train.x[:8]
     nngp, _ = conv_kernels(x, depth=3, first_padding=3)
@@ -126,7 +284,8 @@ def test_empirical_ntk_is_jacobian_gram_and_differentiable(digits):
 
 
 def test_kernel_registry_and_errors(digits):
-    assert {"fc_ntk", "fc_nngp", "conv_ntk", "conv_nngp", "convnet_entk", "rf_nngp"} <= set(KERNELS.names())
+    assert {"fc_ntk", "fc_nngp", "conv_ntk", "conv_nngp", "conv_pool_ntk", "conv_pool_nngp",
+            "convnet_entk", "rf_nngp"} <= set(KERNELS.names())
     with pytest.raises(ValueError, match="depth"):
         conv_kernels(digits.train.x[:2], depth=0)
     with pytest.raises(ValueError, match="N, C, H, W"):
@@ -162,17 +321,25 @@ def test_kip_learns_and_respects_label_flag(digits):
     assert not torch.equal(syn.y, y0)
 
 
-@pytest.mark.parametrize("kernel", ["conv_ntk", "convnet_entk"])  # kernel / feature-map paths
+# kernel / feature-map / self-chunking (checkpointed per pair chunk) paths
+@pytest.mark.parametrize("kernel", ["conv_ntk", "convnet_entk", "conv_pool_ntk"])
 def test_kip_streaming_equals_one_block(digits, kernel):
-    """The real batch streamed in chunks gives the same update as one block."""
+    """The real batch streamed in chunks gives the same gradient and update as one block."""
     out = []
     for chunk in (7, 1000):
+        # digits are 8x8 (12x12 after the first padding): 2 pooled blocks
         d = create_distiller("kip", "tiny", kernel=kernel, kernel_width=8, iterations=1,
-                             real_chunk=chunk)
+                             real_chunk=chunk, kernel_depth=2 if "pool" in kernel else None)
         syn = d.init_synset(digits, ipc=1)
         d.distill(digits, syn)
-        out.append((syn.x.detach().clone(), syn.y.detach().clone()))
-    assert torch.allclose(out[0][0], out[1][0], atol=1e-6)
+        grads = [st["exp_avg"].clone() for st in d.optimizer_.state.values()]  # (1 - beta1) g
+        out.append((syn.x.detach().clone(), syn.y.detach().clone(), grads))
+    for ga, gb in zip(out[0][2], out[1][2]):
+        assert (ga - gb).abs().max() <= 1e-4 * ga.abs().max()  # fp32 summation order
+    if kernel != "conv_pool_ntk":
+        # (the pooled kernel's gradient has pixels at ~6e-9, below Adam's eps = 1e-8, where
+        # Adam's first step turns fp32 rounding (~1e-7 relative) into ~1e-4 differences)
+        assert torch.allclose(out[0][0], out[1][0], atol=1e-6)
     assert torch.allclose(out[0][1], out[1][1], atol=1e-6)
 
 

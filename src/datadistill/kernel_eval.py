@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .kernels import fc_kernels
 from .kernels_conv import EmpiricalNTK, RandomFeatureNNGP, conv_kernels
+from .kernels_pool import PooledConvKernel
 from .krr import krr_predict_batched
 from .registry import Registry
 from .runtime import make_generator, resolve_device
@@ -48,6 +49,16 @@ def _conv_ntk(info, *, depth=None, width=None, generator=None, device=None):
 @KERNELS.register("conv_nngp")
 def _conv_nngp(info, *, depth=None, width=None, generator=None, device=None):
     return _pick(0, functools.partial(conv_kernels, depth=depth or 3, first_padding=_first_padding(info)))
+
+
+@KERNELS.register("conv_pool_ntk")
+def _conv_pool_ntk(info, *, depth=None, width=None, generator=None, device=None):
+    return PooledConvKernel(ntk=True, depth=depth or 3, first_padding=_first_padding(info))
+
+
+@KERNELS.register("conv_pool_nngp")
+def _conv_pool_nngp(info, *, depth=None, width=None, generator=None, device=None):
+    return PooledConvKernel(ntk=False, depth=depth or 3, first_padding=_first_padding(info))
 
 
 @KERNELS.register("convnet_entk")

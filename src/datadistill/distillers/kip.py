@@ -11,11 +11,14 @@ kernel trace, real-initialised support, target batch 5000, no augmentation.
 
 Kernels (``kernel``): ``conv_ntk`` / ``conv_nngp`` — the exact infinite-width kernels of a
 3-layer 3x3 ReLU ConvNet with flatten readout (no pooling/normalization; ``kernels_conv``);
-``fc_ntk`` / ``fc_nngp`` — closed-form fully-connected ReLU kernels of ``kernel_depth`` hidden
-layers (``kernels``); ``convnet_entk`` — the empirical NTK of a random finite ConvNet of width
+``conv_pool_ntk`` / ``conv_pool_nngp`` — the exact kernels of the pooled ConvNet KIP's ConvNet
+results used (3x3 conv + ReLU + 2x2 average pool per block, flatten + dense; ``kernels_pool``),
+which chunk and checkpoint over pairs themselves; ``fc_ntk`` / ``fc_nngp`` — closed-form
+fully-connected ReLU kernels of ``kernel_depth`` hidden layers (``kernels``); ``convnet_entk`` — the empirical NTK of a random finite ConvNet of width
 ``kernel_width`` (the actual ConvNet, with instance norm and pooling), redrawn every iteration.
 The cost per iteration is O(|D_batch| n) kernel entries, each O(H W depth) for the exact conv
-kernel and O(params) per example for the empirical one (``bench/kip_scaling.py``).
+kernel, O(H W 4^depth) (~240x more) for the pooled one, and O(params) per example for the
+empirical one (``bench/kip_timing.py``, ``bench/kip_pool_timing.py``).
 """
 from __future__ import annotations
 
@@ -69,7 +72,7 @@ class KIP(KRRDistiller):
         """K_ss in row blocks of ``real_chunk``, each recomputed in the backward pass
         (activation checkpointing): the exact conv kernel's per-pair maps never all coexist."""
         n, c = x_s.shape[0], self.real_chunk
-        if n <= c or not torch.is_grad_enabled():
+        if n <= c or not torch.is_grad_enabled() or getattr(kern, "self_chunking", False):
             return kern(x_s, x_s)
         from torch.utils.checkpoint import checkpoint
         return torch.cat([checkpoint(kern, x_s[i:i + c], x_s, use_reentrant=False)
