@@ -82,3 +82,27 @@ def test_coreset_summaries(digits, method, shared_cache, monkeypatch):
         assert len(set(picked)) == 3
         assert torch.equal(syn.x[syn.class_slice(c)], digits.train.x[torch.tensor(picked)])
         assert all(int(digits.train.y[i]) == c for i in picked)
+
+
+def test_compiled_training_is_the_same_math(digits):
+    """``compile=True`` fuses the training step but trains the same model: after a few epochs
+    the parameters match eager training to float tolerance; the override is recorded."""
+    from datadistill.models import create_model
+    from datadistill.train import train_model
+    syn = init_from(digits, 3, generator=torch.Generator().manual_seed(0))
+    x, y = syn.materialize()
+    nets = []
+    for comp in (False, True):
+        g = torch.Generator().manual_seed(1)
+        net = create_model("convnet_d2", digits.info, generator=g)
+        train_model(net, x.detach(), y, epochs=3, generator=g, batch_size=16, compile=comp)
+        nets.append(net)
+    for (n, a), (_, b) in zip(nets[0].named_parameters(), nets[1].named_parameters()):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5), n
+    rep = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, compile=True)
+    assert rep.overrides["compile"] is True and rep.protocol["compile"] is True
+    with pytest.raises(ValueError, match="image summaries"):
+        from datadistill.synsets.pixels import PixelSet
+        from datadistill.data import DataInfo
+        evaluate(PixelSet(DataInfo("g", "graph", 2, (1, 2, 2), (0.,), (1.,)), ipc=1), digits,
+                 compile=True)

@@ -205,7 +205,7 @@ def cmd_evaluate(args) -> int:
                              file=sys.stderr)) if not args.json else None
     rep = evaluate(syn, real, models=models, protocol=args.protocol, num_models=args.num_models,
                    seed=args.seed, device=args.device, full_reference=args.full_reference,
-                   on_model=note)
+                   compile=True if args.compile else None, on_model=note)
     if args.num_models is not None:
         print(f"note: --num-models {args.num_models} overrides protocol {args.protocol!r}",
               file=sys.stderr)
@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated, e.g. convnet,mlp (default: the modality's standard model)")
     e.add_argument("--protocol", default="fast", help="paper, fast or smoke")
     e.add_argument("--num-models", type=int, default=None, help="override the protocol's count")
+    e.add_argument("--compile", action="store_true",
+                   help="torch.compile the training steps (same math, faster on CPU; recorded)")
     e.add_argument("--dataset", default=None, help="override the dataset (name or path)")
     e.add_argument("--full-reference", action="store_true",
                    help="also report %% of full-data accuracy (trains and caches the reference)")
