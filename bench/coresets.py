@@ -53,7 +53,8 @@ def main():
             rec["rows"][key] = {"method": m, "ipc": ipc, "accs": r["accs"], "mean": r["mean"],
                                 "std": r["std"], "select_s": t_sel,
                                 "feature_settings": fs if m != "random" else None,
-                                "protocol": rep.protocol, "overrides": rep.overrides}
+                                "protocol": rep.protocol, "overrides": rep.overrides,
+                                "command": rec["command"]}
             if m != "random":
                 from datadistill.reference import full_data_accuracy
                 rec["feature_network"] = full_data_accuracy(real, "convnet", settings=fs)

@@ -24,7 +24,7 @@ def fmt(accs):
     import statistics
     m = statistics.fmean(accs)
     s = statistics.pstdev(accs) if len(accs) > 1 else 0.0
-    return f"{m:.2f} ± {s:.2f} (n={len(accs)})"
+    return f"{m:.2f} ± {s:.2f} (n={len(accs)})" if len(accs) > 1 else f"{m:.2f} (n=1)"
 
 
 def proto(p, overrides=None):
@@ -37,7 +37,7 @@ def main():
     sp = load("dm_speed")
     if sp:
         m = sp["machine"]
-        out += [f"### DM speed (Fashion-MNIST, IPC 10, batch_real 256)", "",
+        out += ["### DM speed (Fashion-MNIST, IPC 10, batch_real 256)", "",
                 f"`{sp['command']}` — {m['date']}, {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
                 f"load average at start {tuple(round(x, 1) for x in sp['loadavg_start'])}", "",
                 "| configuration | s / iteration (median) | GFLOP / iteration | achieved GFLOP/s | conv throughput GFLOP/s (same run) | fraction | peak RSS GB |",
@@ -50,7 +50,8 @@ def main():
             out.append(f"| {name} ({r['allocator']}) | {r['median_s']:.2f} | {r['flops_per_iter'] / 1e9:.0f} | "
                        f"{r['achieved_gflops']:.0f} | {tp:.0f} | {r['fraction_of_conv_throughput']:.2f} | {r['peak_rss_gb']:.1f} |")
         out.append("")
-    rows = []
+    rows = []  # (ipc, order, label, ours, published, protocol, command)
+    order = {"random-real init (DM's own)": 0, "random": 1, "herding": 2, "kcenter": 3}
     for f in sorted(R.glob("dm_accuracy_*.json")):
         d = json.loads(f.read_text())
         a = d["args"]
@@ -58,19 +59,31 @@ def main():
             if key in d:
                 res = d[key]["results"]["convnet"]
                 pub = PUBLISHED["dm"].get(a["ipc"]) if key == "dm" else PUBLISHED["random"].get(a["ipc"])
-                rows.append((label, a["ipc"], fmt(res["accs"]), pub, proto(d[key]["protocol"], d[key]["overrides"]),
+                ours = fmt(res["accs"])
+                if key == "dm" and "peak_rss_gb_after_distill" in d:
+                    ours += f"; distillation peak RSS {d['peak_rss_gb_after_distill']:.1f} GB"
+                rows.append((a["ipc"], order.get(label, 4), label, ours, pub,
+                             proto(d[key]["protocol"], d[key]["overrides"]),
                              f"`{d['command']}` ({d['machine']['date']})"))
-        if "peak_rss_gb" in d:
-            rows.append(("  (peak RSS of that run)", a["ipc"], f"{d['peak_rss_gb']:.2f} GB", None, "", ""))
+    full = None
     for f in sorted(R.glob("coresets_*.json")):
         d = json.loads(f.read_text())
-        for key, r in sorted(d["rows"].items(), key=lambda kv: (kv[1]["ipc"], kv[1]["method"])):
-            rows.append((r["method"], r["ipc"], fmt(r["accs"]), PUBLISHED[r["method"]].get(r["ipc"]),
-                         proto(r["protocol"], r["overrides"]), f"`{d['command']}` ({d['machine']['date']})"))
+        full = full or d.get("feature_network")
+        for key, r in d["rows"].items():
+            rows.append((r["ipc"], order[r["method"]], r["method"], fmt(r["accs"]),
+                         PUBLISHED[r["method"]].get(r["ipc"]), proto(r["protocol"], r["overrides"]),
+                         f"`{r.get('command', d['command'])}` ({d['machine']['date']})"))
     if rows:
         out += ["### Accuracy on Fashion-MNIST (ConvNet, final model, mean ± std over models)", "",
-                "| summary | IPC | ours % | published % | protocol | command (date) |", "|---|---|---|---|---|---|"]
-        out += [f"| {a} | {b} | {c} | {d if d is not None else '-'} | {e} | {f} |" for a, b, c, d, e, f in rows]
+                "| IPC | summary | ours % | published % | protocol | command (date) |", "|---|---|---|---|---|---|"]
+        out += [f"| {i} | {lab} | {ours} | {pub if pub is not None else '-'} | {pr} | {cmd} |"
+                for i, _, lab, ours, pub, pr, cmd in sorted(rows, key=lambda r: (r[0], r[1], r[2]))]
+        if full:
+            st = full["settings"]
+            out.append(f"| all | full training set (the coresets' feature network: {st['epochs']} epochs, "
+                       f"{st['precision']}, no DSA; val {full['val_accuracy']:.1f}) | {full['accuracy']:.2f} (n=1) | 93.5 | "
+                       f"SGD lr {st['lr']}, batch {st['batch_size']} | `python bench/coresets.py` (cached in "
+                       f"`~/.cache/datadistill/full`) |")
         out.append("")
     for f in sorted(R.glob("tta_*.json")):
         d = json.loads(f.read_text())
