@@ -54,7 +54,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     runtime.tune_allocator()
     name = a.name or f"graph_node_{a.dataset}"
+    import datadistill
     rec = {"machine": machine(), "command": " ".join(sys.argv), "protocol": a.protocol,
+           "library_file": datadistill.__file__,
            "preset": a.preset, "conv_gflops_start": conv_throughput(), "rows": []}
     real = load_dataset(a.dataset, data_dir=a.data_dir)
     labelled = len(real.train_idx)

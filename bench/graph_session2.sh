@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-/tmp/gdata}
 P=${PRESET:-cpu-100}
-run() { OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE nice -n 5 python -W ignore "$@"; }
+run() { PYTHONPATH="$PWD/src" OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE nice -n 5 python -W ignore "$@"; }
 # 1. GCDM after the relay fix, Cora 2.6 %, GCN + cross-architecture
 run bench/graph_node.py --dataset cora --data-dir "$R/planetoid" --ratios 0.026 --methods gcdm \
   --preset "$P" --no-full --cross-ratio 0.026 --save-dir bench/out/graph --name graph_node_cora_gcdm
