@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--save-dir", default=None, help="also save each distilled summary here")
     ap.add_argument("--cross-ratio", type=float, default=None,
                     help="cross-architecture evaluation of GCond at this ratio")
+    ap.add_argument("--from-saved", default=None,
+                    help="evaluate <dir>/<method>-<dataset>-<ratio> summaries instead of distilling")
     ap.add_argument("--protocol", default="fast")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -52,7 +54,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     runtime.tune_allocator()
     name = a.name or f"graph_node_{a.dataset}"
+    import datadistill
     rec = {"machine": machine(), "command": " ".join(sys.argv), "protocol": a.protocol,
+           "library_file": datadistill.__file__,
            "preset": a.preset, "conv_gflops_start": conv_throughput(), "rows": []}
     real = load_dataset(a.dataset, data_dir=a.data_dir)
     labelled = len(real.train_idx)
@@ -81,7 +85,14 @@ def main() -> None:
     methods = a.methods.split(",")
     for ratio in (float(r) for r in a.ratios.split(",")):
         for method in methods:
-            if method in ("gcond", "gcdm", "doscond"):
+            if method in ("gcond", "gcdm", "doscond") and a.from_saved:
+                from datadistill.synsets import load_summary
+                src = Path(a.from_saved) / f"{method}-{a.dataset}-{ratio}"
+                syn = load_summary(src)
+                cross = ("gcn", "sgc", "graphsage", "gat") if ratio == a.cross_ratio else ("gcn",)
+                row(method, ratio, syn, None, cross,
+                    {"preset": syn.meta.get("preset", a.preset), "loaded_from": str(src)})
+            elif method in ("gcond", "gcdm", "doscond"):
                 d = create_distiller(method, a.preset, seed=a.seed, device="cpu")
                 syn = d.init_synset(real, ratio=ratio)
                 t0 = time.perf_counter()

@@ -17,7 +17,7 @@ def _load(name):
 
 def node_tables() -> None:
     for ds, names in (("cora", ("graph_node_cora_026", "graph_node_cora_gcond", "graph_node_cora_coresets", "graph_node_cora_gcdm",
-                                "graph_node_cora_other")),
+                                "graph_node_cora_other", "graph_node_cora_cross")),
                       ("citeseer", ("graph_node_citeseer",))):
         recs = [r for r in map(_load, names) if r]
         if not recs:
@@ -30,7 +30,7 @@ def node_tables() -> None:
         rows = [x for r in recs for x in r["rows"] if x["model"] == "gcn"]
         for x in sorted(rows, key=lambda x: (x["ratio_of_all_nodes"], x["method"])):
             pub = x.get("published_gcond")
-            print(f"| {x['method']} | {100 * x['ratio_of_all_nodes']:.1f} % | "
+            print(f"| {x['method']}{' (saved summary re-evaluated)' if x.get('loaded_from') else ''} | {100 * x['ratio_of_all_nodes']:.1f} % | "
                   f"{100 * x['ratio_of_labelled']:.0f} % | {x['nodes']} | {x['edges']} | "
                   f"{x.get('iterations') or '-'} | {x['mean']:.1f} ± {x['std']:.1f} | "
                   f"{pub if pub else '-'} | {x['distill_s'] if x.get('distill_s') is not None else '-'} | "

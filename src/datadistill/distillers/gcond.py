@@ -188,6 +188,11 @@ class GCond(Distiller):
             loss = loss + syn.counts[c] / biggest * gradient_distance(g_real[c], g_syn, self.metric)
         return loss
 
+    def inner_loss(self, net, real, syn, inputs) -> torch.Tensor:
+        """What θ minimises between matching steps: the classification loss on the (fixed)
+        synthetic graph."""
+        return F.cross_entropy(net(*inputs[:3]), syn.class_ids)
+
     def update_structure_now(self) -> bool:
         return self.opt_adj_ is not None and self.it_ % self.adj_every < self.adj_steps
 
@@ -209,10 +214,10 @@ class GCond(Distiller):
             if ol == self.outer_loop - 1:
                 break
             with torch.no_grad():
-                x, ei, w, _, _ = syn.inputs()
+                fixed = syn.inputs()
             for _ in range(self.inner_loop):
                 opt_net.zero_grad(set_to_none=True)
-                F.cross_entropy(net(x, ei, w), syn.class_ids).backward()
+                self.inner_loss(net, real, syn, fixed).backward()
                 opt_net.step()
         self.it_ += 1
         return {"loss": total / (self.outer_loop * real.info.num_classes),
