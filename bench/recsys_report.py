@@ -16,7 +16,8 @@ def merged() -> tuple[dict, list[dict]]:
     for p in sorted(RES.glob("recsys_movietweetings*.json")):
         rec = json.loads(p.read_text())
         parts.append({"file": p.name, **{k: rec.get(k) for k in ("machine", "commands", "throughput", "data")}})
-        runs.update(rec.get("runs", {}))
+        # the first rows (key "distill-cf/...") were made with the binary preset now named cpu-binary
+        runs.update({k.replace("distill-cf/", "distill-cf-cpu-binary/"): v for k, v in rec.get("runs", {}).items()})
     return runs, parts
 
 
@@ -39,9 +40,10 @@ def main() -> None:
             print(f"| all real users ({r['protocol']}) | {r['users']} | {m} | {x['hr@10']['mean']:.2f} | {pm(acc)} | "
                   f"{x['auc']['mean']:.4f} | {100 * statistics.fmean(acc) / full:.1f} | {len(acc)} | {r['wall_s']:.0f} |"
                   if full else "")
-    sizes = sorted({int(k.split("/")[1]) for k in runs if k.startswith(("subset-", "distill-cf/"))})
+    sizes = sorted({int(k.split("/")[1]) for k in runs if k.startswith(("subset-", "distill-cf"))})
+    distill = sorted({k.split("/")[0] for k in runs if k.startswith("distill-cf")})
     for n in sizes:
-        for method in ("subset-random", "subset-active", "subset-herding", "distill-cf"):
+        for method in ("subset-random", "subset-active", "subset-herding", *distill):
             items = [v for k, v in runs.items() if k.startswith(f"{method}/{n}/")]
             if not items:
                 continue
@@ -55,13 +57,16 @@ def main() -> None:
                 print(f"| {method} | {n} | {model} | {pm(g('hr@10'))} | {pm(nd)} | {pm(g('auc'), 4)} | {pct} | "
                       f"{len(items)} | {wall:.0f} |")
     print()
-    print("| Distill-CF run | steps | wall s | s / step | peak RSS MB | interactions / fake user (last) | λ (last) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| Distill-CF run | steps | wall s | s / step | peak RSS MB | nonzero entries / fake user | "
+          "row mass / fake user | best step (val nDCG@10) | λ (last) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for k, v in sorted(runs.items()):
-        if k.startswith("distill-cf/"):
+        if k.startswith("distill-cf"):
             it = v["params"]["iterations"]
+            best = f"{v['best_step']} ({v['best_val_ndcg@10']:.2f})" if v.get("best_step") else "last step"
+            mass = f"{v['row_mass_per_user']:.1f}" if "row_mass_per_user" in v else "-"
             print(f"| {k} | {it} | {v['wall_s']:.0f} | {v['wall_s'] / it:.1f} | {v['peak_rss_mb']:.0f} | "
-                  f"{v['interactions_per_user_last']:.1f} | {v['reg_last']} |")
+                  f"{v['interactions_per_user_last']:.1f} | {mass} | {best} | {v['reg_last']} |")
     print()
     print("| scaling | size | time s | peak RSS MB | matmul GFLOP/s then |")
     print("|---|---|---|---|---|")
