@@ -181,12 +181,12 @@ def test_distill_cf_lowers_its_loss_and_hard_stays_binary(clusters):
     assert syn.binary and syn.stored_bytes() == 4 * (int(syn.rows.sum()) + 5)
 
 
-def test_distill_cf_keeps_the_best_validated_soft_sample(clusters):
+def test_distill_cf_keeps_the_best_validated_soft_sample(clusters, tmp_path):
     # published defaults apart from size: soft multi-Gumbel rows, λ from ∞-AE's grid on validation
     d = create_distiller("distill-cf", iterations=50, samples_per_user=20, lr_data=0.5, seed=0)
     syn = d.init_synset(clusters, users=4)
     seen = []
-    d.distill(clusters, syn, [seen.append])
+    d.distill(clusters, syn, [seen.append], workdir=tmp_path / "run")
     vals = [(e["iteration"], e["val_ndcg@10"]) for e in seen if "val_ndcg@10" in e]
     assert [s for s, _ in vals] == [25, 40, 50]  # the reference's schedule: 25, 50, ... and every 40
     best_step, best_val = max(vals, key=lambda t: (t[1], -t[0]))
@@ -196,6 +196,8 @@ def test_distill_cf_keeps_the_best_validated_soft_sample(clusters):
     rows = syn.rows
     assert not syn.binary and float(rows.min()) > 0 and float(rows.max()) <= 1  # soft, dense rows
     assert syn.stored_bytes() == 4 * rows.numel()  # dense float32 beats CSR with values
+    back = load_summary(tmp_path / "run" / "summary")  # what the CLI leaves behind
+    assert torch.equal(back.rows, syn.rows) and back.meta["best_step"] == best_step
 
 
 def test_distill_cf_patience_stops_the_updates(clusters):

@@ -204,16 +204,11 @@ class DistillCF(Distiller):
                 syn.set_rows(sample)
             elif self.patience and self.steps_ - self.best_[1] >= self.patience:
                 self.stopped_ = True
+            syn.meta.update({"best_step": self.best_[1], "best_val_ndcg@10": self.best_[0],
+                             "validation": [list(h) for h in self.history_]})
         elif not self.keep_best and self.reg is None and self.steps_ % self.reselect_every == 0:
             self.reg_ = self.validate(real, rs.detach().cpu())[1]
         if not self.keep_best or self.best_ is None:
             syn.set_rows(rs)  # no validated sample yet: the summary is the latest sample
         out["reg"] = float(self.reg_)
         return out
-
-    def distill(self, real, syn, callbacks=(), **kw):
-        syn = super().distill(real, syn, callbacks, **kw)
-        if self.best_ is not None:
-            syn.meta.update({"best_step": self.best_[1], "best_val_ndcg@10": self.best_[0],
-                             "validation": [list(h) for h in self.history_]})
-        return syn
