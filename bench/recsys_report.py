@@ -27,18 +27,34 @@ def pm(vals: list[float], d: int = 2) -> str:
     return f"{statistics.fmean(vals):.{d}f} ± {statistics.pstdev(vals):.{d}f}"
 
 
+def csr_kb(nnz: float, users: int) -> str:
+    """A binary user x item matrix as CSR: int32 column indices + row pointers."""
+    return f"{4 * (nnz + users + 1) / 1000:.0f}"
+
+
+def stored_kb(items: list[dict], users: int) -> str:
+    if "summary" in items[0]:  # distilled: the summary's own count (dense float32 when soft)
+        return pm([it["summary"]["stored_bytes"] / 1000 for it in items], 0)
+    return pm([float(csr_kb(it["interactions"], users)) for it in items], 0)
+
+
 def main() -> None:
     runs, parts = merged()
+    data = next((p["data"] for p in parts if p.get("data")), {})
+    train_nnz = data.get("repr", "").split("train ")[-1].split(",")[0] if data else "0"
+    train_nnz = int(train_nnz) if train_nnz.isdigit() else 0
     full = runs.get("full/inf-ae", {}).get("results", {}).get("inf-ae", {}).get("ndcg@10", {}).get("mean")
-    print("| summary | users | recommender | HR@10 % | nDCG@10 % | AUC | % of full ∞-AE nDCG@10 | seeds | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| summary | users | recommender | HR@10 % | nDCG@10 % | AUC | % of full ∞-AE nDCG@10 | seeds | wall s "
+          "| stored KB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for m in ("inf-ae", "ease", "mf"):
         r = runs.get(f"full/{m}")
         if r:
             x = r["results"][m]
             acc = x["accs"]
             print(f"| all real users ({r['protocol']}) | {r['users']} | {m} | {x['hr@10']['mean']:.2f} | {pm(acc)} | "
-                  f"{x['auc']['mean']:.4f} | {100 * statistics.fmean(acc) / full:.1f} | {len(acc)} | {r['wall_s']:.0f} |"
+                  f"{x['auc']['mean']:.4f} | {100 * statistics.fmean(acc) / full:.1f} | {len(acc)} | {r['wall_s']:.0f} | "
+                  f"{csr_kb(train_nnz, r['users'])} |"
                   if full else "")
     sizes = sorted({int(k.split("/")[1]) for k in runs if k.startswith(("subset-", "distill-cf"))})
     distill = sorted({k.split("/")[0] for k in runs if k.startswith("distill-cf")})
@@ -55,7 +71,7 @@ def main() -> None:
                 pct = f"{100 * statistics.fmean(nd) / full:.1f}" if full else "-"
                 wall = statistics.fmean(it["wall_s"] for it in items)
                 print(f"| {method} | {n} | {model} | {pm(g('hr@10'))} | {pm(nd)} | {pm(g('auc'), 4)} | {pct} | "
-                      f"{len(items)} | {wall:.0f} |")
+                      f"{len(items)} | {wall:.0f} | {stored_kb(items, n)} |")
     print()
     print("| Distill-CF run | steps | wall s | s / step | peak RSS MB | nonzero entries / fake user | "
           "row mass / fake user | best step (val nDCG@10) | λ (last) |")
