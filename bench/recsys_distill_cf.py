@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--stages", default="refs,subsets,distill,scaling")
     ap.add_argument("--sizes", default="100,200,500")
     ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--preset", default="cpu", help="a distill-cf preset; '' = the published defaults")
     ap.add_argument("--ref-models", default="inf-ae,ease,mf")
     ap.add_argument("--random-seeds", default="0,1,2")
     ap.add_argument("--part", default="", help="write bench/results/recsys_movietweetings<part>.json "
@@ -129,10 +129,10 @@ def main() -> None:
     if "distill" in stages:
         for s in seeds:
             for n in sizes:
-                key = f"distill-cf/{n}/seed{s}"
+                key = f"distill-cf-{args.preset or 'published'}/{n}/seed{s}"
                 if done(key):
                     continue
-                d = create_distiller("distill-cf", args.preset, seed=s, **overrides)
+                d = create_distiller("distill-cf", args.preset or None, seed=s, **overrides)
                 syn = d.init_synset(data, users=n)
                 steps = []
                 t0 = time.perf_counter()
@@ -143,7 +143,11 @@ def main() -> None:
                 put(key, {"results": brief(rep.results), "users": n, "wall_s": wall, "peak_rss_mb": peak_rss_mb(),
                           "params": d.params(), "preset": args.preset, "summary": rep.summary,
                           "loss_first": steps[0]["loss"], "loss_last": steps[-1]["loss"],
-                          "reg_last": steps[-1]["reg"], "interactions_per_user_last": steps[-1]["interactions_per_user"],
+                          "reg_last": steps[-1]["reg"], "best_step": syn.meta.get("best_step"),
+                          "best_val_ndcg@10": syn.meta.get("best_val_ndcg@10"),
+                          "validation": syn.meta.get("validation"),
+                          "interactions_per_user_last": float((syn.rows > 0).sum(-1).float().mean()),
+                          "row_mass_per_user": float(syn.rows.sum(-1).mean()),
                           "throughput_after": {"conv_gflops": conv_throughput(seconds=1.0)}})
 
     if "scaling" in stages:

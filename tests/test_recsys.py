@@ -1,4 +1,5 @@
 """Recommender data, ∞-AE / EASE / MF, ranking metrics, user summaries and Distill-CF."""
+import dataclasses
 import math
 import subprocess
 import sys
@@ -180,8 +181,57 @@ def test_distill_cf_lowers_its_loss_and_hard_stays_binary(clusters):
     assert syn.binary and syn.stored_bytes() == 4 * (int(syn.rows.sum()) + 5)
 
 
-def test_distill_cf_cpu_preset_runs_the_expected_estimator(clusters):
-    d = create_distiller("distill-cf", "cpu", iterations=12, reg=0.1, seed=1)
+def test_distill_cf_keeps_the_best_validated_soft_sample(clusters, tmp_path):
+    # published defaults apart from size: soft multi-Gumbel rows, λ from ∞-AE's grid on validation
+    d = create_distiller("distill-cf", iterations=50, samples_per_user=20, lr_data=0.5, seed=0)
+    syn = d.init_synset(clusters, users=4)
+    seen = []
+    d.distill(clusters, syn, [seen.append], workdir=tmp_path / "run")
+    vals = [(e["iteration"], e["val_ndcg@10"]) for e in seen if "val_ndcg@10" in e]
+    assert [s for s, _ in vals] == [25, 40, 50]  # the reference's schedule: 25, 50, ... and every 40
+    best_step, best_val = max(vals, key=lambda t: (t[1], -t[0]))
+    assert syn.meta["best_step"] == best_step and syn.meta["best_val_ndcg@10"] == best_val
+    # the kept rows are the sample that was validated at the best step, not the last training sample
+    assert d.validate(clusters, syn.rows)[0] == pytest.approx(best_val)
+    rows = syn.rows
+    assert not syn.binary and float(rows.min()) > 0 and float(rows.max()) <= 1  # soft, dense rows
+    assert syn.stored_bytes() == 4 * rows.numel()  # dense float32 beats CSR with values
+    back = load_summary(tmp_path / "run" / "summary")  # what the CLI leaves behind
+    assert torch.equal(back.rows, syn.rows) and back.meta["best_step"] == best_step
+
+
+def test_distill_cf_patience_stops_the_updates(clusters):
+    d = create_distiller("distill-cf", iterations=100, samples_per_user=5, tau=1.0, lr_data=0.2, reg=0.1,
+                         patience=50, seed=0)
+    syn = d.init_synset(clusters, users=4)
+    d.validate = lambda real, rows: (100.0 - d.steps_, 0.1)  # validation only gets worse after step 25
+    logits = {}
+    d.distill(clusters, syn, [lambda e: logits.__setitem__(e["iteration"], syn.logits.detach().clone())])
+    assert d.stopped_ and d.best_ == (75.0, 25) and syn.meta["best_step"] == 25
+    assert not torch.equal(logits[74], logits[75])       # step 75 still updated Ω, then it stopped
+    assert all(torch.equal(logits[75], logits[k]) for k in range(76, 101))
+
+
+def test_distill_cf_mean_estimator_is_the_gumbel_average():
+    info = dataclasses.replace(build("c", cluster_log(), k_core_min=2).info, shape=(4000,))
+    s = GumbelUserSet(info, users=3)  # many more items than draws, as in real data (no clipping)
+    with torch.no_grad():
+        s.logits.normal_(generator=torch.Generator().manual_seed(0)).mul_(3)
+    mean = s.sample_mean(samples=200, tau=10.0)
+    assert float(mean.detach().max()) < 1
+    gumbel = s.sample(torch.Generator().manual_seed(1), samples=200, tau=10.0, hard=False)
+    # at τ = 10 the soft sum of 200 draws is its mean within a few % per entry
+    assert float(((gumbel - mean).abs() / mean).detach().max()) < 0.05
+    low_tau = s.sample(torch.Generator().manual_seed(1), samples=200, tau=0.3, hard=False)
+    assert float((low_tau - s.sample_mean(samples=200, tau=0.3)).detach().abs().max()) > 0.1  # not at low τ
+    (mean * torch.arange(mean.shape[1])).sum().backward()  # (a plain sum of a softmax is constant)
+    assert torch.isfinite(s.logits.grad).all() and s.logits.grad.abs().sum() > 0
+
+
+def test_distill_cf_cpu_presets(clusters):
+    d = create_distiller("distill-cf", "cpu")
+    assert d.estimator == "mean" and d.samples_per_user == 200 and d.tau == 10.0 and d.keep_best
+    d = create_distiller("distill-cf", "cpu-binary", iterations=12, reg=0.1, seed=1)
     assert d.estimator == "expected" and d.samples_per_user == 20
     syn = d.init_synset(clusters, users=4)
     start = syn.rows.clone()
