@@ -134,6 +134,87 @@ def test_tesla_gradient_close_to_mtt_for_several_steps(digits):
     assert gs["y"] is not None and gs["y"].abs().sum() > 0  # soft labels learn
 
 
+def test_tesla_gradient_is_autograd_of_its_estimator(digits):
+    """Several mini-batched, augmented steps with soft labels: the two-pass, constant-memory
+    gradient equals plain autograd (O(N) memory) through the paper's estimator
+    L(theta_0 - alpha sum_i g_i), g_i = grad l(A_i(S_i), Y_i; theta_i) with theta_i held fixed."""
+    from datadistill.objectives import parameter_distance
+
+    d = create_distiller("tesla", **{**TINY, "syn_steps": 5, "batch_syn": 7})
+    syn = d.init_synset(digits, ipc=2)
+    d.setup(digits, syn)
+    start, target = d.sample_segment()
+    plan = d.plan_batches(20, (8, 8))
+    assert len({len(i) for i, _ in plan}) == 2 and all(a is not None for _, a in plan)
+    d.sample_segment = lambda: (start.clone(), target.clone())
+    d.plan_batches = lambda n, size: plan
+    cap = {}
+    d.apply_grads = lambda params, grads: cap.update({id(p): g for p, g in zip(params, grads)})
+    d.step(digits, syn)
+
+    x, y = syn.materialize()
+    theta, gsum = start.clone(), 0
+    for idx, aug in plan:
+        xb, yb = d.batch(x, y, idx, aug)
+        g = d.inner_grad(theta.detach().requires_grad_(True), xb, yb, "soft", create_graph=True)
+        gsum = gsum + g
+        theta = theta.detach() - syn.lr.detach() * g.detach()
+    ref = torch.autograd.grad(parameter_distance(start - syn.lr * gsum, target, start),
+                              [syn.x, syn.y, syn.lr])
+    for p, r in zip((syn.x, syn.y, syn.lr), ref):
+        assert r.abs().sum() > 0
+        torch.testing.assert_close(cap[id(p)], r, rtol=1e-4, atol=1e-8)
+
+
+class _Births(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records a weak reference to every tensor an operator creates while ``tag`` is set
+    (in-place results, which are their own inputs, are not births)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tag, self.born = None, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if self.tag is not None:
+            from torch.utils._pytree import tree_leaves
+            ins = [a for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+            for o in tree_leaves(out):
+                if isinstance(o, torch.Tensor) and not any(o is a for a in ins):
+                    self.born.append((self.tag, weakref.ref(o)))
+        return out
+
+    def alive(self):
+        return [t for t, r in self.born if r() is not None]
+
+
+def test_tesla_unrolled_steps_leave_nothing_behind(digits):
+    """O(1) state: every tensor created by an unrolled step (forward, backward, double
+    backward, parameter update) is freed when the step ends, in both passes, so nothing
+    accumulates with syn_steps (per-step parameter copies, saved batches, retained graphs)."""
+    d = create_distiller("tesla", **{**TINY, "syn_steps": 6, "batch_syn": 7})
+    syn = d.init_synset(digits, ipc=2)
+    d.setup(digits, syn)
+    mode, left, births = _Births(), [], []
+
+    def watch(fn, name):
+        def run(*a):
+            mode.tag = (name, len(left))
+            n0 = len(mode.born)
+            fn(*a)
+            mode.tag = None
+            births.append(len(mode.born) - n0)
+            left.append(len(mode.alive()))
+        return run
+
+    d._unroll_step = watch(d._unroll_step, "unroll")
+    d._replay_step = watch(d._replay_step, "replay")
+    with mode:
+        d.step(digits, syn)
+    assert len(left) == 12 and min(births) > 20  # the steps ran and created tensors
+    assert left == [0] * 12, mode.alive()
+
+
 class _SavedBytes:
     """Peak bytes held by autograd's saved tensors (what grows with the unroll)."""
 
