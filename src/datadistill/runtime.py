@@ -77,8 +77,8 @@ def release_free_memory() -> bool:
 
 @contextlib.contextmanager
 def resident_is_live(threshold: int = 1 << 20):
-    """Within the block, memory given back is given back to the OS: glibc serves blocks of at
-    least ``threshold`` bytes with their own mmap (unmapped when freed) and free heap pages are
+    """Within the block, freed memory goes back to the OS: glibc serves blocks of at least
+    ``threshold`` bytes with their own mmap (unmapped when freed), and free heap pages are
     released on entry; yields whether this took effect (False with another allocator or OS).
 
     For loops whose *live* memory is constant but long: with ``tune_allocator``'s setting every
