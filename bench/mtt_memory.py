@@ -31,12 +31,28 @@ def child(method: str, steps: int, precision: str, extra: dict) -> dict:
     alloc = "glibc default" if os.environ.get("BENCH_ALLOC") == "default" else tune_allocator()
     real, d, syn = make(method, syn_steps=steps, precision=precision, **extra)
     before = peak_rss_bytes()
+    now = rss_now_bytes()
+    # reset the kernel's high-water mark (VmHWM) so that the step's own peak is also known
+    Path("/proc/self/clear_refs").write_text("5")
     t0 = time.perf_counter()
     m = d.step(real, syn)
     return {"method": method, "syn_steps": steps, "precision": precision, "allocator": alloc,
-            "params": extra,
+            "params": {k: v for k, v in extra.items()},
+            "release_memory": getattr(d, "release_memory", None),
             "peak_rss_gib": peak_rss_bytes() / 2**30, "rss_before_step_gib": before / 2**30,
+            "rss_at_step_start_gib": now / 2**30, "step_peak_rss_gib": vm_hwm_bytes() / 2**30,
             "step_s": time.perf_counter() - t0, "loss": m["loss"]}
+
+
+def rss_now_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def vm_hwm_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def mem_available_gib() -> float:
@@ -66,14 +82,15 @@ def main():
                       + (f" --precision {args.precision}" if args.precision != "fp32" else "")
            + (f" --only {args.only}" if args.only else "")
            + (f" --steps {args.steps}" if args.steps else "")
-           + (f" --params '{args.params}' --tag {args.tag}" if extra else "")
+           + (f" --params '{args.params}'" if extra else "")
+           + (f" --tag {args.tag}" if args.tag else "")
            + (" (BENCH_ALLOC=default)" if os.environ.get("BENCH_ALLOC") == "default" else ""),
            "machine": machine(), "setting": "fashion-mnist, IPC 10, ConvNet-128-3, batch_syn = all "
            "(100), DSA, one iteration per fresh process", "rows": []}
-    for method, steps in CONFIGS:
+    order = CONFIGS if not args.steps else [
+        (m, int(s)) for s in args.steps.split(",") for m in ("mtt", "tesla") if (m, int(s)) in CONFIGS]
+    for method, steps in order:
         if args.only and method != args.only:
-            continue
-        if args.steps and str(steps) not in args.steps.split(","):
             continue
         prev = [r for r in rec["rows"] if r["method"] == method and "peak_rss_gib" in r]
         if len(prev) >= 2:  # linear extrapolation; skip what would not fit in free memory

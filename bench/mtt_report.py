@@ -20,18 +20,28 @@ def memory():
     for f in sorted(R.glob("mtt_memory_*.json")):
         d = load(f.name)
         rows.append(f"\n`{d['command']}` — {d['machine']['date']}, {d['setting']}\n")
-        rows.append("| method | syn_steps | params | peak RSS (GiB) | RSS before the step (GiB) | step (s) |")
-        rows.append("|---|---|---|---|---|---|")
+        rows.append("| method | syn_steps | params | peak RSS (GiB) | RSS before the step (GiB) "
+                    "| peak during the step (GiB) | step (s) |")
+        rows.append("|---|---|---|---|---|---|---|")
         for r in d["rows"]:
             if "peak_rss_gib" in r:
+                sp = f"{r['step_peak_rss_gib']:.2f}" if "step_peak_rss_gib" in r else "—"
                 rows.append(f"| {r['method']} | {r['syn_steps']} | {r.get('params') or ''} | "
-                            f"{r['peak_rss_gib']:.2f} | {r['rss_before_step_gib']:.2f} | {r['step_s']:.0f} |")
+                            f"{r['peak_rss_gib']:.2f} | {r['rss_before_step_gib']:.2f} | {sp} | "
+                            f"{r['step_s']:.0f} |")
             else:
                 rows.append(f"| {r['method']} | {r['syn_steps']} | | not run: "
-                            f"{r.get('skipped') or r.get('error')} | | |")
+                            f"{r.get('skipped') or r.get('error')} | | | |")
         t = [r["peak_rss_gib"] for r in d["rows"] if r.get("method") == "tesla" and "peak_rss_gib" in r]
         if len(t) > 1:
             rows.append(f"\nTESLA spread: max/min = {max(t) / min(t):.3f} over {len(t)} settings")
+    flat = [r for f in sorted(R.glob("mtt_memory_fp32_flat*.json")) for r in load(f.name)["rows"]
+            if r.get("method") == "tesla" and "peak_rss_gib" in r]
+    if len(flat) > 1:  # the release_memory runs, one file per batch of settings
+        for key in ("peak_rss_gib", "step_peak_rss_gib"):
+            v = {r["syn_steps"]: r[key] for r in flat}
+            rows.append(f"\nTESLA (release_memory) {key} over syn_steps {sorted(v)}: "
+                        f"max/min = {max(v.values()) / min(v.values()):.3f}")
     return "\n".join(rows)
 
 
