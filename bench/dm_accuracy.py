@@ -33,9 +33,13 @@ def main():
     ap.add_argument("--num-models", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-init", action="store_true")
+    ap.add_argument("--init-only", action="store_true",
+                    help="evaluate only the random-real initialisation (results file *_init)")
     a = ap.parse_args()
     alloc = runtime.tune_allocator()
     name = f"dm_accuracy_{a.dataset}_ipc{a.ipc}_it{a.iterations}_{a.precision}"
+    if a.init_only:
+        name = f"dm_accuracy_{a.dataset}_ipc{a.ipc}_init"
     rec = {"command": "python bench/dm_accuracy.py " + " ".join(sys.argv[1:]),
            "machine": machine(), "allocator": alloc, "args": vars(a)}
     real = load_dataset(a.dataset)
@@ -48,6 +52,8 @@ def main():
         rec["init"] = rep.to_dict()
         save(name, rec)
         print("init", rep.table(), flush=True)
+    if a.init_only:
+        return
     if (out / "summary" / "summary.json").exists() and \
             load_summary(out / "summary").meta.get("iterations") == a.iterations:
         syn = load_summary(out / "summary")
