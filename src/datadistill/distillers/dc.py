@@ -90,7 +90,7 @@ class DC(Distiller):
     outer_loop: int | None = None  # None: by IPC (``loops_for_ipc``)
     inner_loop: int | None = None
     bn_batch: int = 16  # real images per class that set the frozen BN statistics
-    compile: bool = False  # torch.compile the first-order real-data gradient (same math)
+    compile: bool = False  # torch.compile the real-data gradient and the inner loop (same math)
 
     def __post_init__(self):
         super().__post_init__()
@@ -190,7 +190,8 @@ class DC(Distiller):
             x, y = (t.detach() for t in syn.materialize())
         train_model(net, x, y, epochs=self.inner_, generator=self.gen_, lr=self.lr_net,
                     momentum=0.0, weight_decay=0.0, batch_size=self.batch_train, decay_at=None,
-                    dsa=self.train_dsa_, label_format=syn.label_format, precision=self.precision)
+                    dsa=self.train_dsa_, label_format=syn.label_format, precision=self.precision,
+                    compile=self.compile)
 
     def step(self, real, syn):
         net = self.fresh_network(real)
