@@ -18,7 +18,7 @@ def _load(name):
 def node_tables() -> None:
     for ds, names in (("cora", ("graph_node_cora_026", "graph_node_cora_gcond", "graph_node_cora_coresets", "graph_node_cora_gcdm",
                                 "graph_node_cora_other", "graph_node_cora_cross")),
-                      ("citeseer", ("graph_node_citeseer",))):
+                      ("citeseer", ("graph_node_citeseer", "graph_node_citeseer_036"))):
         recs = [r for r in map(_load, names) if r]
         if not recs:
             continue
