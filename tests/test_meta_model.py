@@ -343,6 +343,30 @@ def test_kip_streaming_equals_one_block(digits, kernel):
     assert torch.allclose(out[0][1], out[1][1], atol=1e-6)
 
 
+def test_kip_pooled_kernel_releases_memory(digits, monkeypatch):
+    """With a pooled kernel on CPU each iteration runs under runtime.resident_is_live (the tuned
+    glibc heap otherwise kept the freed chunk graphs: 10 GB RSS); release_memory=False and the
+    other kernels keep the tuned allocator."""
+    import contextlib
+
+    import datadistill.distillers.kip as kip_mod
+    entered = []
+
+    @contextlib.contextmanager
+    def record(threshold=1 << 20):
+        entered.append(threshold)
+        yield True
+    monkeypatch.setattr(kip_mod, "resident_is_live", record)
+    for kernel, release, expect in (("conv_pool_ntk", True, 1), ("conv_pool_ntk", False, 0),
+                                    ("fc_ntk", True, 0)):
+        entered.clear()
+        d = create_distiller("kip", "tiny", kernel=kernel, iterations=1, release_memory=release,
+                             kernel_depth=2 if "pool" in kernel else None)
+        syn = d.init_synset(digits, ipc=1)
+        d.distill(digits, syn)
+        assert len(entered) == expect, (kernel, release)
+
+
 def test_cli_evaluate_reports_krr(digits, tmp_path, capsys):
     from datadistill.cli import main
     d = create_distiller("kip", "tiny", kernel="fc_ntk")

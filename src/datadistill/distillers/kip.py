@@ -28,6 +28,7 @@ import torch
 
 from ..kernel_eval import KERNELS, make_kernel
 from ..krr import krr_solve
+from ..runtime import resident_is_live
 from .base import DISTILLERS, ConfigError
 from .krr_base import KRRDistiller
 
@@ -51,6 +52,10 @@ class KIP(KRRDistiller):
     kernel_depth: int | None = None  # None: 3 conv layers / 1 FC hidden layer
     kernel_width: int | None = None  # only for convnet_entk (default 64)
     real_chunk: int = 64  # real examples per kernel block (memory, not the result)
+    # pooled kernels on CPU: run each iteration under runtime.resident_is_live, so that freed
+    # chunk graphs go back to the OS (with the library's tuned glibc setting the heap kept them:
+    # 10 GB RSS in K_ss instead of ~2.5); False keeps the tuned allocator for the whole run
+    release_memory: bool = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -79,6 +84,12 @@ class KIP(KRRDistiller):
                           for i in range(0, n, c)])
 
     def step(self, real, syn):
+        if self.release_memory and self.kernel.startswith("conv_pool") and self.device_.type == "cpu":
+            with resident_is_live(threshold=64 << 20):
+                return self._step(real, syn)
+        return self._step(real, syn)
+
+    def _step(self, real, syn):
         kern = self._make_kernel(real) if self.random_kernel_ else self.kernel_
         x_t, y_t = self.real_batch(real)
         x_s, y_s = syn.materialize()
