@@ -82,13 +82,7 @@ class GCDM(GCond):
         total = 0.0
         for _ in range(self.outer_loop):
             net = self.relay_model(real.info).requires_grad_(False)
-            loss = self.matching_loss(net, real, syn, syn.inputs(self.gen_, self.temperature()))
-            self.optimizer_.zero_grad(set_to_none=True)
-            if self.opt_adj_ is not None:
-                self.opt_adj_.zero_grad(set_to_none=True)
-            loss.backward()
-            (self.opt_adj_ if structure_turn else self.optimizer_).step()
-            total += float(loss.detach())
+            total += self.matching_update(net, real, syn, structure_turn)
         self.it_ += 1
         return {"loss": total / self.outer_loop, "structure_step": float(structure_turn)}
 

@@ -196,6 +196,17 @@ class GCond(Distiller):
     def update_structure_now(self) -> bool:
         return self.opt_adj_ is not None and self.it_ % self.adj_every < self.adj_steps
 
+    def matching_update(self, net, real, syn, structure_turn: bool) -> float:
+        """One matching step: the loss on a fresh sample of the summary, then a step of the
+        features' (or, on a structure turn, the adjacency's) optimizer; returns the loss."""
+        loss = self.matching_loss(net, real, syn, syn.inputs(self.gen_, self.temperature()))
+        self.optimizer_.zero_grad(set_to_none=True)
+        if self.opt_adj_ is not None:
+            self.opt_adj_.zero_grad(set_to_none=True)
+        loss.backward()
+        (self.opt_adj_ if structure_turn else self.optimizer_).step()
+        return float(loss.detach())
+
     def step(self, real, syn):
         real = self.real_
         net = self.relay_model(real.info)
@@ -204,13 +215,7 @@ class GCond(Distiller):
         total = 0.0
         for ol in range(self.outer_loop):
             net.train()
-            loss = self.matching_loss(net, real, syn, syn.inputs(self.gen_, self.temperature()))
-            self.optimizer_.zero_grad(set_to_none=True)
-            if self.opt_adj_ is not None:
-                self.opt_adj_.zero_grad(set_to_none=True)
-            loss.backward()
-            (self.opt_adj_ if structure_turn else self.optimizer_).step()
-            total += float(loss.detach())
+            total += self.matching_update(net, real, syn, structure_turn)
             if ol == self.outer_loop - 1:
                 break
             with torch.no_grad():
