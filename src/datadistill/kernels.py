@@ -20,15 +20,22 @@ import torch
 from torch import Tensor
 
 
-def _relu_step(k12: Tensor, k11: Tensor, k22: Tensor, w_var: float, b_var: float):
-    norm = torch.sqrt(k11[:, None] * k22[None, :]).clamp_min(1e-30)
+def arccos_maps(k12: Tensor, norm: Tensor) -> tuple[Tensor, Tensor]:
+    """ReLU's arc-cosine expectations for covariance ``k12`` with ``norm`` = sqrt(var1 var2)
+    (broadcastable): (E[relu relu] = norm k1(rho), E[relu' relu'] = k0(rho)), unit weight
+    variance. The one implementation for the FC, conv and pooled-conv kernels."""
     # off the endpoints: arccos'(±1) is infinite, so an input-gradient through a self-pair
     # (rho = 1, e.g. the support kernel's diagonal) would be NaN; values change by < 1e-4
     rho = (k12 / norm).clamp(-1.0 + 1e-7, 1.0 - 1e-7)
     theta = torch.arccos(rho)
     k1 = (torch.sqrt((1 - rho * rho).clamp_min(0)) + (math.pi - theta) * rho) / (2 * math.pi)
-    k0 = (math.pi - theta) / (2 * math.pi)
-    new12 = w_var * norm * k1 + b_var
+    return norm * k1, (math.pi - theta) / (2 * math.pi)
+
+
+def _relu_step(k12: Tensor, k11: Tensor, k22: Tensor, w_var: float, b_var: float):
+    norm = torch.sqrt(k11[:, None] * k22[None, :]).clamp_min(1e-30)
+    e_act, k0 = arccos_maps(k12, norm)
+    new12 = w_var * e_act + b_var
     # diagonal: rho = 1 -> k1 = 1/2
     new11 = w_var * k11 / 2 + b_var
     new22 = w_var * k22 / 2 + b_var

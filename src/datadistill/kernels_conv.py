@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .kernels import arccos_maps
 from .models import create_model
 
 
@@ -44,12 +45,7 @@ def _neighbour_mean(maps: Tensor, padding: int) -> Tensor:
 
 def _relu_maps(k12: Tensor, k11: Tensor, k22: Tensor):
     """Arc-cosine expectations per position: E[relu relu] and E[relu' relu'] (unit w_var)."""
-    norm = torch.sqrt((k11[:, None] * k22[None, :]).clamp_min(1e-30))
-    rho = (k12 / norm).clamp(-1.0 + 1e-7, 1.0 - 1e-7)
-    theta = torch.arccos(rho)
-    e_act = norm * (torch.sqrt(1 - rho * rho) + (math.pi - theta) * rho) / (2 * math.pi)
-    e_der = (math.pi - theta) / (2 * math.pi)
-    return e_act, e_der
+    return arccos_maps(k12, torch.sqrt((k11[:, None] * k22[None, :]).clamp_min(1e-30)))
 
 
 def conv_kernels(x1: Tensor, x2: Tensor | None = None, *, depth: int = 3, w_var: float = 2.0,

@@ -38,11 +38,12 @@ SAME conv on 28x28 would instead give 28 -> 14 -> 7 -> 3). The padded size must 
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .kernels import arccos_maps
 
 
 def _radii(depth: int) -> list[int]:
@@ -82,13 +83,10 @@ def _pool(k: Tensor, rf: int, rc: int) -> Tensor:
 
 
 def _relu(k: Tensor, v1: Tensor, v2: Tensor, mask: Tensor):
-    """Arc-cosine maps with the variances v1 (at p) and v2 (at p + delta), broadcast to k."""
-    norm = torch.sqrt((v1 * v2).clamp_min(1e-30))
-    # off the endpoints: arccos' is infinite at +-1 (self-pairs at offset 0)
-    rho = (k / norm).clamp(-1.0 + 1e-7, 1.0 - 1e-7)
-    theta = torch.arccos(rho)
-    e_act = norm * (torch.sqrt(1 - rho * rho) + (math.pi - theta) * rho) * (mask / (2 * math.pi))
-    return e_act, (math.pi - theta) / (2 * math.pi)
+    """Arc-cosine maps with the variances v1 (at p) and v2 (at p + delta), broadcast to k;
+    out-of-bounds partners (mask 0) stay 0."""
+    e_act, e_der = arccos_maps(k, torch.sqrt((v1 * v2).clamp_min(1e-30)))
+    return e_act * mask, e_der
 
 
 def _propagate(k: Tensor, masks, radii, w_var, b_var, *, v1s=None, v2s=None, ntk=True):
