@@ -38,7 +38,6 @@ SAME conv on 28x28 would instead give 28 -> 14 -> 7 -> 3). The padded size must 
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
