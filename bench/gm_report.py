@@ -40,13 +40,14 @@ def speed(name: str = "gm_speed") -> None:
           f"{v0['match_gflop']:.0f} GFLOP, one 50-step inner loop {v0['inner50_gflop']:.0f} GFLOP, "
           f"one outer iteration (10 × match + 9 × inner) {v0['outer_iteration_gflop']:.0f} GFLOP.\n")
     print("| variant | match step (s) | 50 inner steps (s) | outer iteration (s, extrapolated) | "
-          "achieved GFLOP/s | of best fp32 conv | speed-up vs fp32 eager |")
-    print("|---|---|---|---|---|---|---|")
+          "achieved GFLOP/s | of best fp32 conv | speed-up vs fp32 eager | vs fp32 compile |")
+    print("|---|---|---|---|---|---|---|---|")
     for v in r["variants"]:
         print(f"| {v['precision']} {'compile' if v['compile'] else 'eager'} | {v['match_s']:.1f} | "
               f"{v['inner50_s']:.1f} | {v['outer_iteration_s']:.0f} | {v['achieved_gflops']:.1f} | "
               f"{100 * v.get('fraction_of_fp32_conv', float('nan')):.0f} % | "
-              f"{v.get('speedup_vs_fp32_eager', float('nan')):.2f}× |")
+              f"{v.get('speedup_vs_fp32_eager', float('nan')):.2f}× | "
+              f"{v.get('speedup_vs_fp32_compile', float('nan')):.2f}× |")
     print()
 
 
@@ -79,11 +80,23 @@ def accuracy() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for key, v in sorted(r["results"].items()):
         pub = PUBLISHED.get((v["method"], round(v["ipc"])))
+        v = {**v, "iterations": snapshot_iteration(v["summary"], v["iterations"])}
         method = v["method"] or "(initialisation)"
         print(f"| {v['summary'].split('gm/')[-1]} | {method} | {v['ipc']:g} | {v['iterations']} | "
               f"{v['protocol']} ({v['epochs']} epochs) | {v['num_models']} | "
               f"{v['mean']:.2f} ± {v['std']:.2f} | {pub if pub is not None else '-'} |")
     print()
+
+
+def snapshot_iteration(summary: str, fallback):
+    """The iteration at which bench/gm_run.py took a snapshot (its run log has it; the summary's
+    own metadata holds the iteration of the last checkpoint before the snapshot)."""
+    parts = Path(summary).parts
+    if len(parts) >= 2:
+        run = load(f"gm_run_{parts[-2]}")
+        if run and parts[-1] in run.get("snapshots", {}):
+            return run["snapshots"][parts[-1]]["iteration"]
+    return fallback
 
 
 def memory() -> None:
@@ -105,6 +118,7 @@ def memory() -> None:
 if __name__ == "__main__":
     speed()
     speed("gm_speed_cpu")
+    speed("gm_speed_cpu_stem")
     runs()
     accuracy()
     memory()

@@ -69,7 +69,11 @@ def main():
     cpu_base = wall_base = 0.0
     resume = (root / "run" / CHECKPOINT_FILE).exists()
     if resume and prev is not None:
-        rec["events"], rec["snapshots"] = prev["events"], prev["snapshots"]
+        # continue from the checkpoint's iteration: events logged after it (the work lost at the
+        # interruption, replayed now) are dropped, so CPU time counts each iteration once
+        done = int(torch.load(root / "run" / CHECKPOINT_FILE, weights_only=False)["iteration"])
+        rec["events"] = [e for e in prev["events"] if e["iteration"] <= done]
+        rec["snapshots"] = prev["snapshots"]
         if rec["events"]:
             cpu_base, wall_base = rec["events"][-1]["cpu_s"], rec["events"][-1]["wall_s"]
     at_iters = {int(v) for v in _ints(a.at_iters)}

@@ -143,13 +143,14 @@ def main():
     ap.add_argument("--cpu-time", action="store_true",
                     help="time in CPU-seconds of this process (robust to a loaded machine)")
     ap.add_argument("--flops-from", default=None, help="reuse the FLOP counts of a results file")
+    ap.add_argument("--out", default=None, help="results name (default gm_speed / gm_speed_cpu)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     alloc = runtime.tune_allocator()
     global CLOCK
     if a.cpu_time:
         CLOCK = time.process_time
-    name = "gm_memory" if a.memory else ("gm_speed_cpu" if a.cpu_time else "gm_speed")
+    name = a.out or ("gm_memory" if a.memory else ("gm_speed_cpu" if a.cpu_time else "gm_speed"))
     rec = {"command": "python bench/gm_speed.py " + " ".join(sys.argv[1:]), "machine": machine(),
            "allocator": alloc, "threads": a.threads,
            "clock": "process_time" if a.cpu_time else "perf_counter"}
@@ -179,9 +180,12 @@ def main():
     fp32_peak = max(max(v for k, v in rec[s].items() if k.startswith("fp32"))
                     for s in ("conv_gflops_before", "conv_gflops_after"))
     base = next(v for v in rec["variants"] if v["precision"] == "fp32" and not v["compile"])
+    base_c = next((v for v in rec["variants"] if v["precision"] == "fp32" and v["compile"]), None)
     for v in rec["variants"]:
         v["fraction_of_fp32_conv"] = v["achieved_gflops"] / fp32_peak
         v["speedup_vs_fp32_eager"] = base["outer_iteration_s"] / v["outer_iteration_s"]
+        if base_c is not None:
+            v["speedup_vs_fp32_compile"] = base_c["outer_iteration_s"] / v["outer_iteration_s"]
     rec["fp32_conv_peak_gflops"] = fp32_peak
     save(name, rec)
     for v in rec["variants"]:

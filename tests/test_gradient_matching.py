@@ -153,11 +153,15 @@ def test_dc_step_outer_inner_loops(digits, monkeypatch):
 
 
 def test_dc_compiled_step_is_the_same_math(digits):
-    """``compile=True`` (real-data gradient and inner loop through torch.compile) gives the same
-    summary update as eager, up to float rounding."""
+    """``compile=True`` gives the same math as eager, up to float rounding: one matching step
+    (compiled real-data gradient) updates the summary identically, and the compiled inner loop
+    trains the network to the same parameters. (Compared step by step: over several matching
+    steps with inner training the 8x8 toy problem amplifies rounding — a 1e-6 relative change of
+    the real gradients moved a 2-outer/2-inner update by ~3 % — so the whole loop is not a
+    well-posed equality test.)"""
     out = []
     for comp in (False, True):
-        d = create_distiller("dc", iterations=1, batch_real=8, outer_loop=2, inner_loop=2,
+        d = create_distiller("dc", iterations=1, batch_real=8, outer_loop=1, inner_loop=0,
                              device="cpu", compile=comp, seed=3)
         syn = d.init_synset(digits, ipc=1)
         x0 = syn.x.detach().clone()
@@ -165,7 +169,18 @@ def test_dc_compiled_step_is_the_same_math(digits):
         d.step(digits, syn)
         out.append(syn.x.detach() - x0)
     assert out[0].abs().max() > 0
-    assert torch.allclose(out[0], out[1], rtol=1e-3, atol=1e-5 * float(out[0].abs().max()) + 1e-7)
+    assert torch.allclose(out[0], out[1], rtol=1e-4, atol=1e-5 * float(out[0].abs().max()))
+    nets = []
+    for comp in (False, True):
+        d = create_distiller("dc", iterations=1, inner_loop=3, device="cpu", compile=comp, seed=3)
+        syn = d.init_synset(digits, ipc=2)
+        d.setup(digits, syn)
+        net = d.fresh_network(digits)
+        start = torch.cat([p.detach().flatten() for p in net.parameters()])
+        d.train_network(net, digits, syn)
+        nets.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+        assert (nets[-1] - start).abs().max() > 1e-4  # it trained
+    assert torch.allclose(nets[0], nets[1], rtol=1e-4, atol=1e-6)
 
 
 def test_dc_with_batchnorm_network_runs(digits):

@@ -59,3 +59,32 @@ def test_convnet_matches_the_field():
 def test_small_images_clear_error():
     with pytest.raises(ValueError, match="lenet needs images of at least"):
         create_model("lenet", DataInfo("d", "image", 10, (1, 8, 8)))
+
+
+@pytest.mark.parametrize("pad", [1, 3])
+def test_gray_stem_is_the_same_convolution(pad):
+    """The ConvNet's 1-channel first layer (im2col + 1x1) computes nn.Conv2d exactly: output,
+    first- and second-order gradients (DC differentiates the weight gradient w.r.t. the input)."""
+    from datadistill.models.layers import GrayStemConv2d
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.nn.Conv2d(1, 8, 3, padding=pad).double()
+    stem = GrayStemConv2d(1, 8, 3, padding=pad).double()
+    stem.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 1, 11, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    outs = []
+    for m in (ref, stem):
+        y = m(x)
+        gw = torch.autograd.grad((y.sin()).sum(), m.weight, create_graph=True)[0]
+        gx = torch.autograd.grad((gw ** 2).sum(), x)[0]  # second order, through the weight grad
+        outs.append((y, gw, gx))
+    for a, b in zip(*outs):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    info = DataInfo(name="g", modality="image", num_classes=3, shape=(1, 12, 12))
+    net = create_model("convnet", info)
+    assert isinstance(net.features[0], GrayStemConv2d)
+    plain = torch.nn.Conv2d(1, 128, 3, padding=3)
+    plain.load_state_dict(net.features[0].state_dict())
+    z = torch.randn(2, 1, 12, 12, generator=g)
+    torch.testing.assert_close(net.features[0](z), plain(z), rtol=1e-5, atol=1e-5)

@@ -1,6 +1,8 @@
 """The field's ConvNet (DC/DSA/DM/MTT): [conv3x3(width) - norm - ReLU - avgpool] x depth, linear.
 
-1-channel inputs get padding 3 in the first conv (28x28 -> 32x32), as in the reference code.
+1-channel inputs get padding 3 in the first conv (28x28 -> 32x32), as in the reference code;
+that conv is a ``GrayStemConv2d`` (the same function and parameters as ``nn.Conv2d``, computed
+as im2col + 1x1 conv because oneDNN's single-channel kernel is slow, see ``layers.py``).
 Registered variants: depth ``convnet_d1..d4``, width ``convnet_w32..w256``, norm
 ``convnet_nn/bn/in/ln/gn``, pooling ``convnet_ap/mp/np``.
 """
@@ -10,7 +12,7 @@ import torch
 from torch import nn
 
 from . import MODELS
-from .layers import activation, norm_layer, pool_layer
+from .layers import GrayStemConv2d, activation, norm_layer, pool_layer
 
 
 class ConvNet(nn.Module):
@@ -21,7 +23,8 @@ class ConvNet(nn.Module):
         layers: list[nn.Module] = []
         for d in range(depth):
             pad = 3 if c == 1 and d == 0 else 1
-            layers.append(nn.Conv2d(c if d == 0 else width, width, 3, padding=pad))
+            conv = GrayStemConv2d if c == 1 and d == 0 else nn.Conv2d  # same function, faster
+            layers.append(conv(c if d == 0 else width, width, 3, padding=pad))
             h, w = h + 2 * pad - 2, w + 2 * pad - 2
             layers += [norm_layer(norm, width, (h, w)), activation(act)]
             if pool != "none" and min(h, w) >= 2:
