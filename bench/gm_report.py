@@ -81,7 +81,10 @@ def accuracy() -> None:
     for key, v in sorted(r["results"].items()):
         pub = PUBLISHED.get((v["method"], round(v["ipc"])))
         v = {**v, "iterations": snapshot_iteration(v["summary"], v["iterations"])}
-        method = v["method"] or "(initialisation)"
+        run = load(f"gm_run_{Path(v['summary']).parts[-2]}") if len(Path(v["summary"]).parts) > 1 else None
+        method = ("(initialisation)" if v["iterations"] == 0 else
+                  v["method"] or (run or {}).get("args", {}).get("method") or "?")
+        pub = PUBLISHED.get((method, round(v["ipc"])))
         print(f"| {v['summary'].split('gm/')[-1]} | {method} | {v['ipc']:g} | {v['iterations']} | "
               f"{v['protocol']} ({v['epochs']} epochs) | {v['num_models']} | "
               f"{v['mean']:.2f} ± {v['std']:.2f} | {pub if pub is not None else '-'} |")
