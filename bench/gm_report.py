@@ -79,27 +79,26 @@ def accuracy() -> None:
     print("| summary | method | IPC | iterations | protocol | models | accuracy % (final) | published |")
     print("|---|---|---|---|---|---|---|---|")
     for key, v in sorted(r["results"].items()):
-        pub = PUBLISHED.get((v["method"], round(v["ipc"])))
-        v = {**v, "iterations": snapshot_iteration(v["summary"], v["iterations"])}
-        run = load(f"gm_run_{Path(v['summary']).parts[-2]}") if len(Path(v["summary"]).parts) > 1 else None
-        method = ("(initialisation)" if v["iterations"] == 0 else
-                  v["method"] or (run or {}).get("args", {}).get("method") or "?")
+        iterations, method = snapshot_info(v)
         pub = PUBLISHED.get((method, round(v["ipc"])))
-        print(f"| {v['summary'].split('gm/')[-1]} | {method} | {v['ipc']:g} | {v['iterations']} | "
+        print(f"| {v['summary'].split('gm/')[-1]} | {method} | {v['ipc']:g} | {iterations} | "
               f"{v['protocol']} ({v['epochs']} epochs) | {v['num_models']} | "
               f"{v['mean']:.2f} ± {v['std']:.2f} | {pub if pub is not None else '-'} |")
     print()
 
 
-def snapshot_iteration(summary: str, fallback):
-    """The iteration at which bench/gm_run.py took a snapshot (its run log has it; the summary's
-    own metadata holds the iteration of the last checkpoint before the snapshot)."""
-    parts = Path(summary).parts
-    if len(parts) >= 2:
-        run = load(f"gm_run_{parts[-2]}")
-        if run and parts[-1] in run.get("snapshots", {}):
-            return run["snapshots"][parts[-1]]["iteration"]
-    return fallback
+def snapshot_info(result: dict) -> tuple:
+    """(iteration, method) of an evaluated summary. For a snapshot of bench/gm_run.py both come
+    from its run log: the summary's own metadata holds the iteration of the last checkpoint
+    before the snapshot, and a resumed run's snapshots may lack the method."""
+    parts = Path(result["summary"]).parts
+    run = load(f"gm_run_{parts[-2]}") if len(parts) >= 2 else None
+    it = result["iterations"]
+    if run and parts[-1] in run.get("snapshots", {}):
+        it = run["snapshots"][parts[-1]]["iteration"]
+    if it == 0:
+        return it, "(initialisation)"
+    return it, result["method"] or (run or {}).get("args", {}).get("method") or "?"
 
 
 def memory() -> None:

@@ -81,6 +81,8 @@ def test_gray_stem_is_the_same_convolution(pad):
     for a, b in zip(*outs):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="1-input-channel"):
+        GrayStemConv2d(3, 8, 3, padding=1)
     info = DataInfo(name="g", modality="image", num_classes=3, shape=(1, 12, 12))
     net = create_model("convnet", info)
     assert isinstance(net.features[0], GrayStemConv2d)

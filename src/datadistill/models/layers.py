@@ -33,20 +33,23 @@ class GrayStemConv2d(nn.Conv2d):
     ``functional_call`` and FLOP counts are those of the plain convolution), but on this CPU's
     oneDNN the direct kernel for a single input channel is memory-bound in its weight gradient:
     measured on the ConvNet's first layer (Fashion-MNIST, batch 100, forward + weight gradient,
-    one thread) 25 GFLOP/s in fp32 and 12.6 in bf16 against 235/464 for the 128->128 layers, 38 %
+    one thread) 24 GFLOP/s in fp32 and 12 in bf16 against 237/457 for the 128->128 layers, 38 %
     of the network's bf16 convolution time for 0.8 % of its FLOPs. As a 1x1 convolution over the
-    k*k unfolded shifts it costs about a third of that in bf16 (the compiled bf16 training step
-    went from 161 to 95 ms) and the same in fp32 (``bench/gm_roofline.py``). Inputs with more
-    than one channel use the plain kernel (for RGB the direct kernel is the faster one).
+    k*k unfolded shifts it takes 12 instead of 39 ms in bf16 (the compiled bf16 training step:
+    147 -> 91 ms; fp32: 187 -> 173 ms; ``bench/gm_roofline.py``). Only for one input channel,
+    stride 1, zero padding: for RGB the direct kernel is the faster one.
     """
 
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, **kw):
+        super().__init__(in_channels, out_channels, kernel_size, **kw)
+        if in_channels != 1 or self.groups != 1 or self.stride != (1, 1) or \
+                self.dilation != (1, 1) or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            raise ValueError("GrayStemConv2d is a 1-input-channel, stride-1, zero-padded convolution")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != 1 or self.in_channels != 1 or self.groups != 1 \
-                or self.stride != (1, 1) or self.dilation != (1, 1) or self.padding_mode != "zeros" \
-                or isinstance(self.padding, str):
+        if x.dim() != 4 or x.shape[1] != 1:  # unbatched or wrong channels: nn.Conv2d's handling
             return super().forward(x)
-        kh, kw = self.kernel_size
-        ph, pw = self.padding
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
         n, _, h, w = x.shape
         ho, wo = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
         cols = F.unfold(x, (kh, kw), padding=(ph, pw)).view(n, kh * kw, ho, wo)
