@@ -52,6 +52,7 @@ def main():
     for run in args.runs.split(","):
         method, prec, *flags = run.split(":")
         extra = {"fast_norm": "gn" not in flags}
+        compiled = {"compile": True} if "compile" in flags else {}
         tsteps = min(args.time_steps or args.syn_steps, args.syn_steps)
         need = NEED_GIB.get((method, prec, extra["fast_norm"]), 4.0) * tsteps / args.syn_steps
         if mem_available_gib() < need + 1.0:
@@ -68,7 +69,13 @@ def main():
                 d.step(real, syn)
             counts.append(fc.get_total_flops())
         flops = counts[0] + (args.syn_steps - 1) * (counts[1] - counts[0])
-        real, d, syn = make(method, real, syn_steps=tsteps, precision=prec, **extra)
+        # (FLOPs counted on the eager path: compile=True is the same math)
+        real, d, syn = make(method, real, syn_steps=tsteps, precision=prec, **extra, **compiled)
+        warm = {}
+        if compiled:  # one untimed iteration: the one-off compilation
+            t0 = time.perf_counter()
+            d.step(real, syn)
+            warm = {"first_iteration_s_with_compilation": time.perf_counter() - t0}
         times, cpu = [], []
         for _ in range(args.iters):
             t0, c0 = time.perf_counter(), time.process_time()
@@ -78,7 +85,8 @@ def main():
         thr = conv_throughput(prec)
         thr_cpu = conv_throughput(prec, cpu_time=True)
         s = min(times)
-        row = {"run": run, "method": method, "precision": prec, "params": extra,
+        row = {"run": run, "method": method, "precision": prec, "params": {**extra, **compiled},
+               **warm,
                "timed_steps": tsteps, "scaled_to": args.syn_steps,
                "s_per_iter": times, "gflop_per_iter": flops / 1e9,
                "gflop_counted_steps_1_2": [c / 1e9 for c in counts],

@@ -383,3 +383,20 @@ def test_resident_is_live_gives_freed_blocks_back():
     p = subprocess.run([sys.executable, "-c", _RESIDENT_CHECK], capture_output=True, text=True,
                        env=env)
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+@pytest.mark.parametrize("method", ["mtt", "tesla"])
+def test_compiled_inner_gradient_is_the_same_math(digits, method):
+    """compile=True runs the student's gradient as one torch.compile'd torch.func.grad graph and
+    back-propagates through it: the summary's gradients equal the eager unroll's (up to float
+    rounding: inductor fuses and reorders the reductions)."""
+    _, ge = _grads(method, digits, syn_steps=3, fast_norm=False)  # TESLA's default is True
+    _, gc = _grads(method, digits, syn_steps=3, fast_norm=False, compile=True)
+    for name in ("x", "lr") + (("y",) if method == "tesla" else ()):
+        assert ge[name] is not None and ge[name].abs().sum() > 0
+        torch.testing.assert_close(gc[name], ge[name], rtol=2e-3, atol=1e-6 * ge[name].abs().max())
+
+
+def test_compile_refuses_the_custom_norm():
+    with pytest.raises(ConfigError, match="fast_norm"):
+        create_distiller("mtt", compile=True, fast_norm=True)
