@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load, machine, save  # noqa: E402
+from common import machine, save  # noqa: E402
 
 from datadistill.augment import DSA  # noqa: E402
 from datadistill.data import load_dataset  # noqa: E402
