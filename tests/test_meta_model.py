@@ -434,3 +434,14 @@ def test_frepo_pool_resets_and_resume_is_exact(digits, tmp_path):
     syn3 = d3.init_synset(digits, ipc=1)
     d3.distill(digits, syn3, workdir=tmp_path, resume=True)  # pool models, steps, optimizers
     assert torch.equal(syn3.x, full) and torch.equal(syn3.y, syn.y)
+
+
+def test_dd_starts_from_noise_as_the_paper(digits):
+    """DD's Algorithm 1 initialises the summary randomly; init="real" is the alternative."""
+    syn = create_distiller("dd", "tiny").init_synset(digits, ipc=1)
+    real = digits.train.x.flatten(1)
+    dist = torch.cdist(syn.x.detach().flatten(1), real).min(dim=1).values
+    assert dist.min() > 1.0  # no summary image is a training image
+    syn_r = create_distiller("dd", "tiny", init="real").init_synset(digits, ipc=1)
+    exact = "donot_use_mm_for_euclid_dist"
+    assert torch.cdist(syn_r.x.detach().flatten(1), real, compute_mode=exact).min(1).values.max() < 1e-5

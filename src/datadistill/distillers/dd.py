@@ -17,7 +17,8 @@ segment + segment)). ``backprop_steps`` truncates the backward to the last steps
 Published defaults (reference code ``SsnL/dataset-distillation``): 10 inner steps x 3 epochs
 (30 steps, each on the whole summary here; the reference gives each step its own images), step
 sizes initialised at 0.02, Adam lr 0.01 (betas 0.5, 0.999) on images and step sizes, real-data
-batch 1024, random init. The learned step sizes are kept in the summary's metadata
+batch 1024, random network init, and summary images initialised as random noise (Algorithm 1:
+"initialize x~ randomly"; ``init="noise"``, ``"real"`` starts from real images instead). The learned step sizes are kept in the summary's metadata
 (``dd_lrs``); the common evaluation protocol trains with its own schedule.
 """
 from __future__ import annotations
@@ -46,6 +47,7 @@ class DD(Distiller):
     }
 
     iterations: int = 400
+    init: str = "noise"  # Algorithm 1 of the paper: random images
     lr_data: float = 0.01
     batch_real: int = 1024
     dsa: bool = False
