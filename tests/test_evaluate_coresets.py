@@ -37,6 +37,32 @@ def test_learned_lr_is_used_and_recorded(digits):
     assert "learned step size" in rep.overrides["lr"]
 
 
+def test_diverging_training_is_reported_not_hidden(digits, monkeypatch):
+    syn = init_from(digits, 2, generator=torch.Generator().manual_seed(0))
+    # an absurd learning rate: the loss overflows, and the evaluation stops with the reason
+    with pytest.raises(FloatingPointError, match="diverged"):
+        evaluate(syn, digits, models=("mlp",), protocol=dataclasses.replace(TINY, lr=1e12),
+                 num_models=1, device="cpu")
+    # a finite run that ends above its starting loss (the width-1024 ConvNet at lr 0.01) warns
+    import datadistill.evaluate as ev
+
+    def fake_train(net, x, y, *, on_epoch, **kw):
+        for ep, loss in enumerate((0.15, 660.0, 33.0)):
+            on_epoch(ep, loss)
+        return net.eval()
+    monkeypatch.setattr(ev, "train_model", fake_train)
+    with pytest.warns(RuntimeWarning, match="higher loss"):
+        rep = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, device="cpu")
+    assert rep.results["mlp"]["train_loss_first_last"] == [(0.15, 33.0)]
+    monkeypatch.undo()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        rep = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, device="cpu")
+    first, last = rep.results["mlp"]["train_loss_first_last"][0]
+    assert last < first  # the real training converges, without a warning
+
+
 def test_evaluate_rejects_other_data(digits):
     from datadistill.data import DataInfo
     from datadistill.synsets.pixels import PixelSet

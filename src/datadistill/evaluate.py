@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import statistics
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -99,6 +100,15 @@ def accuracy_stats(accs: Sequence[float]) -> dict[str, Any]:
             "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0}
 
 
+def _check_loss(losses: list[float], epoch: int, loss: float, model: str, lr: float) -> None:
+    """Record one epoch's training loss; a non-finite loss stops the evaluation (the network
+    diverged: its accuracy would be meaningless)."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"training {model} diverged: loss {loss} at epoch {epoch} (lr "
+                                 f"{lr:g}); use a smaller learning rate for this network")
+    losses.append(loss)
+
+
 def get_protocol(protocol: str | Protocol) -> Protocol:
     if isinstance(protocol, Protocol):
         return protocol
@@ -173,21 +183,31 @@ def evaluate(syn: SyntheticSet, real, *, models: Sequence[str] | None = None,
     dsa = DSA.for_data(syn.info, proto.dsa_strategy) if proto.dsa else None
     results: dict[str, dict[str, Any]] = {}
     for mi, name in enumerate(models):
-        accs = []
+        accs, first_last = [], []
         for k in range(proto.num_models):
             gen = make_generator(seed * 1_000_003 + mi * 1009 + k)
             net = create_model(name, syn.info, generator=gen, device=dev)
+            losses: list[float] = []
             train_model(net, x, y, epochs=proto.epochs, generator=gen, lr=lr,
                         momentum=proto.momentum, weight_decay=proto.weight_decay,
                         batch_size=proto.batch_size, decay_at=proto.decay_at, dsa=dsa,
                         label_format=syn.label_format, precision=proto.precision,
-                        compile=proto.compile)
+                        compile=proto.compile,
+                        on_epoch=lambda ep, loss: _check_loss(losses, ep, loss, name, lr))
             acc = 100.0 * accuracy(net, test.x, test.y, precision=proto.precision)
             accs.append(acc)
+            first_last.append((losses[0], losses[-1]))
+            if losses[-1] > 2.0 * losses[0]:
+                warnings.warn(f"{name} (model {k}) trained to a higher loss than it started from "
+                              f"({losses[0]:.4g} -> {losses[-1]:.4g}, peak {max(losses):.4g}) at lr "
+                              f"{lr:g}: the protocol's learning rate is too large for this network "
+                              f"(wide networks need it scaled down, ~1/width)", RuntimeWarning,
+                              stacklevel=2)
             if on_model is not None:
                 on_model({"model": name, "index": k, "accuracy": acc})
         r: dict[str, Any] = {**accuracy_stats(accs),
-                             "published_full": PUBLISHED_FULL.get((syn.info.name, name))}
+                             "published_full": PUBLISHED_FULL.get((syn.info.name, name)),
+                             "train_loss_first_last": first_last}
         if full_reference:
             from .reference import full_data_accuracy
             full = full_data_accuracy(real, name, device=dev)
