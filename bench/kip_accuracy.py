@@ -2,8 +2,9 @@
 
 For each run: distill with the named CPU preset, then evaluate the summary
   (a) by finite networks: ConvNet-128 (the common protocol, epochs/models reduced as named in
-      the results) and, with ``--wide``, the ConvNet-1024 (``convnet_w1024``, bf16) — off by
-      default: its measured cost here (``wide_cost`` in the results) is far beyond the budget;
+      the results) and, with ``--wide``, the ConvNet-1024 (``convnet_w1024``, bf16, lr scaled
+      to 0.00125, see ``WIDE_LR``) — off by default: ~7 CPU-minutes per model at IPC 1 (300
+      epochs) and ~15 at IPC 10 (100 epochs) here, the test pass included;
   (b) by KRR with the method's kernel (KIP: its own; RFAD: the exact conv NNGP its random
       features approximate; FRePO: the exact conv NNGP, not its own learned kernel), on the
       full test set for FC kernels and the first ``--krr-limit`` test examples for conv ones;
