@@ -63,6 +63,7 @@ RUNS = {
     "kip-fc-ipc10": ("kip", "cpu-fc", 10, "fc_ntk", 3, False),
     "rfad-ipc10": ("rfad", "cpu-60", 10, "conv_nngp", None, False),
     "frepo-ipc10": ("frepo", "cpu-60", 10, "conv_nngp", None, False),
+    "kip-conv-ipc10": ("kip", "cpu-conv", 10, "conv_ntk", None, False),
 }
 
 
