@@ -154,15 +154,14 @@ def main():
         key = f"init-ipc{ipc}"
         if only and key not in only:
             continue
+        init = create_distiller("kip", seed=a.seed).init_synset(real, ipc=ipc)
         if "convnet" not in rec.setdefault("baselines", {}).setdefault(key, {}):
-            init = create_distiller("kip", seed=a.seed).init_synset(real, ipc=ipc)
             rep = evaluate(init, real, models=("convnet",), protocol=FAST1 if ipc == 1 else SHORT,
                            seed=a.seed)
             rec["baselines"][key]["convnet"] = rep.to_dict()
             print(key, rep.table(), flush=True)
             save("meta_accuracy", rec)
         if a.wide and "convnet_w1024" not in rec["baselines"][key]:
-            init = create_distiller("kip", seed=a.seed).init_synset(real, ipc=ipc)
             rep = evaluate(init, real, models=("convnet_w1024",), protocol=WIDE[ipc], seed=a.seed)
             rec["baselines"][key]["convnet_w1024"] = rep.to_dict()
             print(key, rep.table(), flush=True)

@@ -196,8 +196,9 @@ def evaluate(syn: SyntheticSet, real, *, models: Sequence[str] | None = None,
                         on_epoch=lambda ep, loss: _check_loss(losses, ep, loss, name, lr))
             acc = 100.0 * accuracy(net, test.x, test.y, precision=proto.precision)
             accs.append(acc)
-            first_last.append((losses[0], losses[-1]))
-            if losses[-1] > 2.0 * losses[0]:
+            if losses:  # (epochs=0 trains nothing: nothing to check)
+                first_last.append((losses[0], losses[-1]))
+            if losses and losses[-1] > 2.0 * losses[0]:
                 warnings.warn(f"{name} (model {k}) trained to a higher loss than it started from "
                               f"({losses[0]:.4g} -> {losses[-1]:.4g}, peak {max(losses):.4g}) at lr "
                               f"{lr:g}: the protocol's learning rate is too large for this network "

@@ -18,8 +18,9 @@ Published defaults (reference code ``SsnL/dataset-distillation``): 10 inner step
 (30 steps, each on the whole summary here; the reference gives each step its own images), step
 sizes initialised at 0.02, Adam lr 0.01 (betas 0.5, 0.999) on images and step sizes, real-data
 batch 1024, random network init, and summary images initialised as random noise (Algorithm 1:
-"initialize x~ randomly"; ``init="noise"``, ``"real"`` starts from real images instead). The learned step sizes are kept in the summary's metadata
-(``dd_lrs``); the common evaluation protocol trains with its own schedule.
+"initialize x~ randomly"; ``init="noise"``, ``"real"`` starts from real images instead). The
+learned step sizes are kept in the summary's metadata (``dd_lrs``); the common evaluation
+protocol trains with its own schedule.
 """
 from __future__ import annotations
 

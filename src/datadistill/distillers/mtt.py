@@ -284,10 +284,14 @@ class MTT(Distiller):
                 return fn(theta, x, y)
             with torch.no_grad():  # no graph for the outer backward (torch.func.grad still runs)
                 return fn(theta, x, y)
+        loss = self.student_loss(theta, x, y, label_format)
+        return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
+
+    def student_loss(self, theta: Tensor, x: Tensor, y: Tensor, label_format: str) -> Tensor:
+        """The student's training loss on one (augmented) batch at the flat parameters."""
         with autocast(self.device_, self.precision):
             out = self.student_(theta, x)
-        loss = label_loss(out, y, label_format)
-        return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
+        return label_loss(out, y, label_format)
 
     def _compiled_grad(self, label_format: str):
         """``(theta, x, y) -> grad_theta loss`` as one compiled graph (``torch.func.grad``);
@@ -295,12 +299,8 @@ class MTT(Distiller):
         its exact second-order gradient."""
         from torch.func import grad
 
-        student, dev, precision = self.student_, self.device_, self.precision
-
         def loss(theta, x, y):
-            with autocast(dev, precision):
-                out = student(theta, x)
-            return label_loss(out, y, label_format)
+            return self.student_loss(theta, x, y, label_format)
 
         return torch.compile(grad(loss), dynamic=False)
 
