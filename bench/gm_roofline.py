@@ -13,7 +13,8 @@ CPU-seconds of one thread:
 * ``stem``: the library's first layer (``GrayStemConv2d``, im2col + 1x1) in place of the direct
   kernel's first-layer ``convs`` entry;
 * ``step``: the whole training step (forward, backward, SGD update), eager and ``torch.compile``,
-  with the library's ConvNet and with the direct kernel as first layer (``_plainstem``);
+  with the library's ConvNet, with the direct kernel as first layer (``_plainstem``) and with
+  the fused norm/ReLU/pool kernel (``_fused``, ``runtime.fused_kernels``);
 * ``copy``: the memory bandwidth of one thread (a 256 MiB copy), to size the memory-bound part.
 
 ``step - convs`` is the non-convolution part (instance norm, ReLU, average pooling, their
@@ -58,13 +59,15 @@ def dtype_of(precision: str):
 
 
 def conv_pass(batch: int, cin: int, cout: int, hw: int, pad: int, need_input_grad: bool,
-              precision: str, reps: int) -> tuple[float, float]:
+              precision: str, reps: int, channels_last: bool = False) -> tuple[float, float]:
     """(seconds, FLOPs) of one conv's forward + weight gradient (+ input gradient)."""
     dt = dtype_of(precision)
     x = torch.randn(batch, cin, hw, hw, dtype=dt)
     w = torch.randn(cout, cin, 3, 3, dtype=dt)
     out_hw = hw + 2 * pad - 2
     go = torch.randn(batch, cout, out_hw, out_hw, dtype=dt)
+    if channels_last:
+        x, w, go = (t.contiguous(memory_format=torch.channels_last) for t in (x, w, go))
     mask = [need_input_grad, True, True]
 
     def run():
@@ -75,8 +78,8 @@ def conv_pass(batch: int, cin: int, cout: int, hw: int, pad: int, need_input_gra
     return best(run, reps), 2 * macs * (3 if need_input_grad else 2)
 
 
-def bench_conv(precision: str, reps: int) -> float:
-    s, f = conv_pass(256, 128, 128, 16, 1, True, precision, reps)
+def bench_conv(precision: str, reps: int, channels_last: bool = False) -> float:
+    s, f = conv_pass(256, 128, 128, 16, 1, True, precision, reps, channels_last)
     return f / s / 1e9
 
 
@@ -92,7 +95,13 @@ def stem_pass(batch: int, precision: str, reps: int) -> float:
 
 
 def step_time(batch: int, precision: str, compile_: bool, reps: int,
-              plain_stem: bool = False) -> tuple[float, float]:
+              plain_stem: bool = False, fused: bool = False) -> tuple[float, float]:
+    with runtime.fused_kernels(fused):
+        return _step_time(batch, precision, compile_, reps, plain_stem)
+
+
+def _step_time(batch: int, precision: str, compile_: bool, reps: int,
+               plain_stem: bool = False) -> tuple[float, float]:
     info = DataInfo(name="fmnist-shape", modality="image", num_classes=10, shape=(1, 28, 28))
     net = create_model("convnet", info)
     if plain_stem:  # the direct oneDNN kernel for the 1-channel first conv (before GrayStemConv2d)
@@ -141,6 +150,8 @@ def main():
            "allocator": alloc, "clock": "process_time", "rows": []}
     rec["copy_gb_s"] = bandwidth(a.reps)
     rec["bench_conv_gflops"] = {p: bench_conv(p, a.reps) for p in a.precisions.split(",")}
+    rec["bench_conv_gflops_channels_last"] = {p: bench_conv(p, a.reps, True)
+                                              for p in a.precisions.split(",")}
     print(f"copy {rec['copy_gb_s']:.1f} GB/s, bench conv {rec['bench_conv_gflops']}", flush=True)
     for prec in a.precisions.split(","):
         for batch in (int(b) for b in a.batch.split(",")):
@@ -153,11 +164,16 @@ def main():
                    "conv_layers_s": [s for s, _ in convs],
                    "conv_layers_gflops": [f / s / 1e9 for s, f in convs]}
             row["stem_s"] = stem_pass(batch, prec, a.reps)
-            for comp, plain in ((False, False), (True, False), (False, True), (True, True)):
-                s, f = step_time(batch, prec, comp, a.reps, plain_stem=plain)
-                key = ("compile" if comp else "eager") + ("_plainstem" if plain else "")
+            for comp, plain, fz in ((False, False, False), (True, False, False),
+                                    (False, True, False), (True, True, False),
+                                    (False, False, True), (True, False, True)):
+                s, f = step_time(batch, prec, comp, a.reps, plain_stem=plain, fused=fz)
+                key = ("compile" if comp else "eager") + ("_plainstem" if plain else "") \
+                    + ("_fused" if fz else "")
                 row[f"step_{key}_s"] = s
                 row[f"step_{key}_of_bench"] = f / s / 1e9 / rec["bench_conv_gflops"]["fp32"]
+                row[f"step_{key}_of_best_fp32"] = f / s / 1e9 / max(
+                    rec["bench_conv_gflops"]["fp32"], rec["bench_conv_gflops_channels_last"]["fp32"])
                 row[f"nonconv_{key}_s"] = s - (conv_s if plain else conv_s - convs[0][0] + row["stem_s"])
             row["step_gflop"] = f / 1e9
             row["convs_only_of_bench"] = conv_f / conv_s / 1e9 / rec["bench_conv_gflops"]["fp32"]

@@ -7,7 +7,8 @@ One DC outer iteration at IPC 10 on Fashion-MNIST = 10 matching steps (all 10 cl
 images each, second-order on the 10 synthetic ones) + 9 inner loops of 50 SGD steps on the 100
 synthetic images. We count the FLOPs of one matching step and of one 50-step inner loop with
 ``torch.utils.flop_counter`` (convolutions and matmuls, forward, backward and double backward),
-time both for each variant (fp32 / bf16 autocast, eager / ``compile=True``), and extrapolate the
+time both for each variant (fp32 / bf16 autocast, eager / ``compile=True``, each optionally with
+the fused norm/ReLU/pool kernel: ``fp32:compile+fused``), and extrapolate the
 outer iteration as 10 x match + 9 x inner. In the same run we measure the machine's throughput
 on the ConvNet's dominant convolution (128->128, 3x3, 16x16, batch 256; NCHW and channels_last,
 fp32 and bf16) and report the fraction achieved. Results: bench/results/gm_speed.json.
@@ -64,8 +65,15 @@ def timed(fn, reps: int):
     return min(ts), ts
 
 
-def variant(real, precision: str, compile_: bool, reps: int, flops: tuple | None = None) -> dict:
-    d = create_distiller("dc", precision=precision, compile=compile_, device="cpu", seed=0)
+def variant(real, precision: str, compile_: bool, reps: int, flops: tuple | None = None,
+            fused: bool = False) -> dict:
+    with runtime.fused_kernels(fused):
+        return _variant(real, precision, compile_, reps, flops, fused)
+
+
+def _variant(real, precision, compile_, reps, flops, fused) -> dict:
+    d = create_distiller("dc", precision=precision, compile=compile_, fused=fused, device="cpu",
+                         seed=0)
     syn = d.init_synset(real, ipc=10)
     d.setup(real, syn)
     net = d.fresh_network(real)
@@ -95,7 +103,7 @@ def variant(real, precision: str, compile_: bool, reps: int, flops: tuple | None
     t_inner, all_i = timed(inner, reps)
     flops = 10 * f_match + 9 * f_inner
     secs = 10 * t_match + 9 * t_inner
-    return {"precision": precision, "compile": compile_, "first_match_s": round(warm, 2),
+    return {"precision": precision, "compile": compile_, "fused": fused, "first_match_s": round(warm, 2),
             "first_loss": first, "match_gflop": f_match / 1e9, "inner50_gflop": f_inner / 1e9,
             "match_s": t_match, "inner50_s": t_inner, "match_all_s": all_m, "inner_all_s": all_i,
             "outer_iteration_gflop": flops / 1e9, "outer_iteration_s": secs,
@@ -173,15 +181,18 @@ def main():
         p, mode = v.split(":")
         f = (prior if not rec["variants"] else
              (rec["variants"][0]["match_gflop"] * 1e9, rec["variants"][0]["inner50_gflop"] * 1e9))
-        rec["variants"].append(variant(real, p, mode == "compile", a.reps, f))
+        rec["variants"].append(variant(real, p, "compile" in mode, a.reps, f, "fused" in mode))
         save(name, rec)
     rec["conv_gflops_after"] = {f"{p}{'_cl' if cl else ''}": conv_throughput(p, cl)
                                 for p in ("fp32", "bf16") for cl in (False, True)}
     fp32_peak = max(max(v for k, v in rec[s].items() if k.startswith("fp32"))
                     for s in ("conv_gflops_before", "conv_gflops_after"))
-    base = next(v for v in rec["variants"] if v["precision"] == "fp32" and not v["compile"])
-    base_c = next((v for v in rec["variants"] if v["precision"] == "fp32" and v["compile"]), None)
+    fp32 = [v for v in rec["variants"] if v["precision"] == "fp32"]
+    base = next((v for v in fp32 if not v["compile"] and not v["fused"]), fp32[0])
+    base_c = next((v for v in fp32 if v["compile"] and not v["fused"]), None)
+    best32 = min(fp32, key=lambda v: v["outer_iteration_s"])
     for v in rec["variants"]:
+        v["speedup_vs_fastest_fp32"] = best32["outer_iteration_s"] / v["outer_iteration_s"]
         v["fraction_of_fp32_conv"] = v["achieved_gflops"] / fp32_peak
         v["speedup_vs_fp32_eager"] = base["outer_iteration_s"] / v["outer_iteration_s"]
         if base_c is not None:
@@ -189,7 +200,8 @@ def main():
     rec["fp32_conv_peak_gflops"] = fp32_peak
     save(name, rec)
     for v in rec["variants"]:
-        print(f"{v['precision']:5} {'compile' if v['compile'] else 'eager':8} "
+        mode = ("compile" if v["compile"] else "eager") + ("+fused" if v["fused"] else "")
+        print(f"{v['precision']:5} {mode:14} "
               f"iter {v['outer_iteration_s']:7.1f} s  {v['achieved_gflops']:6.1f} GFLOP/s "
               f"({100 * v['fraction_of_fp32_conv']:.0f}% of fp32 conv)  x{v['speedup_vs_fp32_eager']:.2f}")
 

@@ -19,7 +19,7 @@ from mtt_common import conv_throughput, machine, write
 from mtt_memory import mem_available_gib
 from mtt_setup import make
 
-from datadistill.runtime import tune_allocator
+from datadistill.runtime import fused_kernels, tune_allocator
 
 
 #: rough peak memory of each run at IPC 10, syn_steps 20 (from bench/results/mtt_memory_*.json)
@@ -53,6 +53,8 @@ def main():
         method, prec, *flags = run.split(":")
         extra = {"fast_norm": "gn" not in flags}
         compiled = {"compile": True} if "compile" in flags else {}
+        if "fused" in flags:  # the fused norm/ReLU/pool kernel (runtime.fused_kernels)
+            compiled["fused"] = True
         tsteps = min(args.time_steps or args.syn_steps, args.syn_steps)
         need = NEED_GIB.get((method, prec, extra["fast_norm"]), 4.0) * tsteps / args.syn_steps
         if mem_available_gib() < need + 1.0:
@@ -71,36 +73,43 @@ def main():
         flops = counts[0] + (args.syn_steps - 1) * (counts[1] - counts[0])
         # (FLOPs counted on the eager path: compile=True is the same math)
         real, d, syn = make(method, real, syn_steps=tsteps, precision=prec, **extra, **compiled)
-        warm = {}
-        if compiled:  # one untimed iteration: the one-off compilation
-            t0 = time.perf_counter()
-            d.step(real, syn)
-            warm = {"first_iteration_s_with_compilation": time.perf_counter() - t0}
-        times, cpu = [], []
-        for _ in range(args.iters):
-            t0, c0 = time.perf_counter(), time.process_time()
-            d.step(real, syn)
-            times.append((time.perf_counter() - t0) * args.syn_steps / tsteps)
-            cpu.append((time.process_time() - c0) * args.syn_steps / tsteps)
-        thr = conv_throughput(prec)
-        thr_cpu = conv_throughput(prec, cpu_time=True)
-        s = min(times)
-        row = {"run": run, "method": method, "precision": prec, "params": {**extra, **compiled},
-               **warm,
-               "timed_steps": tsteps, "scaled_to": args.syn_steps,
-               "s_per_iter": times, "gflop_per_iter": flops / 1e9,
-               "gflop_counted_steps_1_2": [c / 1e9 for c in counts],
-               "achieved_gflops": flops / 1e9 / s, "conv_gflops_same_run": thr,
-               "fraction_of_conv_throughput": flops / 1e9 / s / thr,
-               "cpu_s_per_iter": cpu, "achieved_gflops_per_cpu_s": flops / 1e9 / min(cpu),
-               "conv_gflops_per_cpu_s_same_run": thr_cpu,
-               "fraction_cpu_time": flops / 1e9 / min(cpu) / thr_cpu,
-               "loadavg": os.getloadavg()[0]}
+        with fused_kernels(bool(compiled.get("fused"))):
+            row = timed_row(args, run, method, prec, extra, compiled, real, d, syn, tsteps, counts,
+                            flops)
         rec["rows"].append(row)
         print(row, flush=True)
         write(out, rec)
     rec["conv_gflops_after"] = {p: conv_throughput(p) for p in ("fp32", "bf16")}
     write(out, rec)
+
+
+def timed_row(args, run, method, prec, extra, compiled, real, d, syn, tsteps, counts, flops):
+    warm = {}
+    if compiled:  # one untimed iteration: the one-off compilation
+        t0 = time.perf_counter()
+        d.step(real, syn)
+        warm = {"first_iteration_s_with_compilation": time.perf_counter() - t0}
+    times, cpu = [], []
+    for _ in range(args.iters):
+        t0, c0 = time.perf_counter(), time.process_time()
+        d.step(real, syn)
+        times.append((time.perf_counter() - t0) * args.syn_steps / tsteps)
+        cpu.append((time.process_time() - c0) * args.syn_steps / tsteps)
+    thr = conv_throughput(prec)
+    thr_cpu = conv_throughput(prec, cpu_time=True)
+    s = min(times)
+    row = {"run": run, "method": method, "precision": prec, "params": {**extra, **compiled},
+           **warm,
+           "timed_steps": tsteps, "scaled_to": args.syn_steps,
+           "s_per_iter": times, "gflop_per_iter": flops / 1e9,
+           "gflop_counted_steps_1_2": [c / 1e9 for c in counts],
+           "achieved_gflops": flops / 1e9 / s, "conv_gflops_same_run": thr,
+           "fraction_of_conv_throughput": flops / 1e9 / s / thr,
+           "cpu_s_per_iter": cpu, "achieved_gflops_per_cpu_s": flops / 1e9 / min(cpu),
+           "conv_gflops_per_cpu_s_same_run": thr_cpu,
+           "fraction_cpu_time": flops / 1e9 / min(cpu) / thr_cpu,
+           "loadavg": os.getloadavg()[0]}
+    return row
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ from pathlib import Path
 # spinning made small ops ~100x slower (must be set before torch loads OpenMP)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# the fused CPU kernel is built once per machine, not once per test's isolated cache
+os.environ.setdefault("DATADISTILL_KERNELS", os.path.expanduser("~/.cache/datadistill/kernels"))
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

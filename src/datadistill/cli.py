@@ -108,6 +108,8 @@ def cmd_distill(args) -> int:
         v = getattr(args, flag)
         if v is not None:
             params[flag] = v
+    if args.fused:
+        params["fused"] = True
     distiller = cls.from_config(args.preset, **params)
     print(f"[datadistill] allocator: {runtime.tune_allocator()}; device: "
           f"{runtime.resolve_device(distiller.device)}; precision: {distiller.precision}", file=sys.stderr)
@@ -118,7 +120,7 @@ def cmd_distill(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps({k: getattr(args, k) for k in (
         "method", "dataset", "ipc", "ratio", "users", "preset", "set", "iterations", "seed",
-        "precision", "data_dir", "zca")}, indent=2))
+        "precision", "data_dir", "zca", "fused")}, indent=2))
     log = open(out / "log.jsonl", "a")
     history: list[tuple[float, float]] = []
     bar = None
@@ -205,7 +207,8 @@ def cmd_evaluate(args) -> int:
                              file=sys.stderr)) if not args.json else None
     rep = evaluate(syn, real, models=models, protocol=args.protocol, num_models=args.num_models,
                    seed=args.seed, device=args.device, full_reference=args.full_reference,
-                   compile=True if args.compile else None, on_model=note)
+                   compile=True if args.compile else None, fused=True if args.fused else None,
+                   on_model=note)
     if args.num_models is not None:
         print(f"note: --num-models {args.num_models} overrides protocol {args.protocol!r}",
               file=sys.stderr)
@@ -311,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any method parameter (repeatable)")
     d.add_argument("--precision", choices=("fp32", "bf16"), default=None)
     d.add_argument("--zca", action="store_true", help="ZCA-whiten the data (stored with the summary)")
+    d.add_argument("--fused", action="store_true",
+                   help="fused CPU kernel for the ConvNet's norm/ReLU/pool (same math, faster; "
+                        "built once with the C++ compiler)")
     d.add_argument("--out", required=True, help="run folder (summary, checkpoint, log, pictures)")
     d.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     d.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")
@@ -326,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-models", type=int, default=None, help="override the protocol's count")
     e.add_argument("--compile", action="store_true",
                    help="torch.compile the training steps (same math, faster on CPU; recorded)")
+    e.add_argument("--fused", action="store_true",
+                   help="fused CPU kernel for the ConvNet's norm/ReLU/pool (same math; recorded)")
     e.add_argument("--dataset", default=None, help="override the dataset (name or path)")
     e.add_argument("--full-reference", action="store_true",
                    help="also report %% of full-data accuracy (trains and caches the reference)")

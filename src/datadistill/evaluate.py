@@ -9,6 +9,7 @@ the final model after the fixed schedule is tested, never the best epoch.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -24,7 +25,7 @@ from .data.base import RealData, Split
 from .data.zca import ZCA
 from .models import create_model
 from .registry import Registry
-from .runtime import make_generator, resolve_device
+from .runtime import fused_kernels, make_generator, resolve_device
 from .synsets.base import SyntheticSet
 from .train import accuracy, train_model
 
@@ -44,6 +45,7 @@ class Protocol:
     use_learned_lr: bool = True  # a summary's learned step size (MTT/TESLA) replaces ``lr``
     precision: str = "fp32"
     compile: bool = False  # torch.compile the training steps (same math, faster on CPU)
+    fused: bool = False  # the fused CPU norm/ReLU/pool kernel (same math, runtime.fused_kernels)
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -145,17 +147,20 @@ MODALITY_EVALUATORS: Registry = Registry("modality evaluator")
 def evaluate(syn: SyntheticSet, real, *, models: Sequence[str] | None = None,
              protocol: str | Protocol = "fast", num_models: int | None = None, seed: int = 0,
              device=None, full_reference: bool = False, compile: bool | None = None,
+             fused: bool | None = None,
              on_model: Callable[[dict[str, Any]], None] | None = None) -> EvalReport:
     """Train ``num_models`` fresh models per architecture on ``syn``; test on ``real.test``.
 
-    ``num_models`` and ``compile`` (``torch.compile`` the training steps) override the
-    protocol's settings (recorded in ``overrides``). With
+    ``num_models``, ``compile`` (``torch.compile`` the training steps) and ``fused`` (the fused
+    CPU kernel of ``runtime.fused_kernels``) override the protocol's settings (recorded in
+    ``overrides``). With
     ``full_reference`` the cached full-data accuracy of each architecture is reported beside.
     """
     modality = syn.info.modality
     if modality != "image":
-        if compile:
-            raise ValueError(f"compile=True applies to image summaries, not {modality!r} ones")
+        if compile or fused:
+            raise ValueError(f"compile=True and fused=True apply to image summaries, not "
+                             f"{modality!r} ones")
         if modality not in MODALITY_EVALUATORS:  # modality packages register their evaluator on import
             import importlib.util
             if importlib.util.find_spec(f"{__package__}.{modality}") is not None:
@@ -172,6 +177,16 @@ def evaluate(syn: SyntheticSet, real, *, models: Sequence[str] | None = None,
     if compile is not None and compile != proto.compile:
         overrides["compile"] = compile
         proto = dataclasses.replace(proto, compile=compile)
+    if fused is not None and fused != proto.fused:
+        overrides["fused"] = fused
+        proto = dataclasses.replace(proto, fused=fused)
+    with fused_kernels() if proto.fused else contextlib.nullcontext():
+        return _evaluate_images(syn, real, models, proto, overrides, seed, device,
+                                full_reference, on_model)
+
+
+def _evaluate_images(syn, real, models, proto, overrides, seed, device, full_reference,
+                     on_model) -> EvalReport:
     dev = resolve_device(device)
     test = matched_test_split(syn, real).to(dev)
     with torch.no_grad():

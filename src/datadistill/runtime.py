@@ -146,3 +146,30 @@ def make_generator(seed: int) -> torch.Generator:
     """A CPU generator: random draws happen on CPU and move to the device, so results do not
     depend on the device."""
     return torch.Generator().manual_seed(int(seed))
+
+
+_fused = False
+
+
+def fused_kernels_enabled() -> bool:
+    """Whether networks use the library's fused CPU kernels (see ``fused_kernels``)."""
+    return _fused
+
+
+@contextlib.contextmanager
+def fused_kernels(enabled: bool = True):
+    """Within the block, the ConvNet computes each ``instance norm -> ReLU -> 2x2 avg pool``
+    block with the fused C++ kernel of ``datadistill.models.fused`` (the same function; on CPU
+    ~10 % faster per training step, see BENCHMARKS.md). Builds the kernel on entry (once per
+    machine, cached) and raises ``RuntimeError`` if it cannot. Nestable; ``enabled=False``
+    turns it off inside an enabled block."""
+    global _fused
+    if enabled:
+        from .models import fused
+        fused.build()
+    prev = _fused
+    _fused = bool(enabled)
+    try:
+        yield
+    finally:
+        _fused = prev

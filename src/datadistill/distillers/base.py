@@ -13,6 +13,7 @@ A NaN/inf loss stops the run with ``NonFiniteLossError`` and keeps the last good
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -26,7 +27,7 @@ import torch
 from ..augment import DEFAULT_STRATEGY, DSA
 from ..data.base import RealData
 from ..registry import Registry
-from ..runtime import check_precision, make_generator, resolve_device
+from ..runtime import check_precision, fused_kernels, make_generator, resolve_device
 from ..synsets.base import SyntheticSet
 
 DISTILLERS: Registry = Registry("method")
@@ -63,8 +64,14 @@ class Distiller:
     dsa: bool = True
     dsa_strategy: str = DEFAULT_STRATEGY
     precision: str = "fp32"
+    #: the fused CPU norm/ReLU/pool kernel for the ConvNet (``runtime.fused_kernels``): the same
+    #: function, faster on CPU; needs a C++ compiler (built once, cached)
+    fused: bool = False
     seed: int = 0
     device: str | None = None
+
+    #: settings that change speed, not results: a run may resume with different values
+    RUNTIME_ONLY: ClassVar[tuple[str, ...]] = ("fused", "compile", "device")
 
     def __post_init__(self):
         check_precision(self.precision)
@@ -177,6 +184,11 @@ class Distiller:
                 workdir: str | os.PathLike | None = None, resume: bool = False,
                 checkpoint_every_s: float = 60.0) -> SyntheticSet:
         """Run ``iterations`` outer steps; returns ``syn`` (updated in place)."""
+        with fused_kernels() if self.fused else contextlib.nullcontext():
+            return self._distill(real, syn, callbacks, workdir=workdir, resume=resume,
+                                 checkpoint_every_s=checkpoint_every_s)
+
+    def _distill(self, real, syn, callbacks, *, workdir, resume, checkpoint_every_s):
         self.setup(real, syn)
         workdir = Path(workdir) if workdir is not None else None
         start, elapsed0 = 0, 0.0
@@ -184,7 +196,9 @@ class Distiller:
             if workdir is None or not (workdir / CHECKPOINT_FILE).exists():
                 raise FileNotFoundError(f"nothing to resume: no {CHECKPOINT_FILE} in {workdir}")
             ck = torch.load(workdir / CHECKPOINT_FILE, weights_only=False)
-            if ck.get("method") != self.name or ck.get("params") != self.params():
+            def same(p):
+                return {k: v for k, v in (p or {}).items() if k not in self.RUNTIME_ONLY}
+            if ck.get("method") != self.name or same(ck.get("params")) != same(self.params()):
                 raise ConfigError(f"checkpoint in {workdir} was made by {ck.get('method')} with "
                                   f"different parameters; resume with the same settings")
             self._restore(syn, ck)

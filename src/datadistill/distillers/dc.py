@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..models import create_model, has_batchnorm
 from ..objectives import GRADIENT_METRICS, gradient_distance
-from ..runtime import autocast
+from ..runtime import autocast, fused_kernels
 from ..train import label_loss, train_model
 from .base import DISTILLERS, ConfigError, Distiller
 
@@ -75,9 +75,11 @@ class DC(Distiller):
     presets = {
         "tiny": {"iterations": 2, "batch_real": 16, "outer_loop": 2, "inner_loop": 2},
         "bf16": {"precision": "bf16"},
-        # the fastest CPU path (1.80x fp32 compile, 2.15x fp32 eager per outer iteration, see
-        # BENCHMARKS.md); bf16 changes the numerics, its accuracy effect is measured there
-        "fast-bf16": {"precision": "bf16", "compile": True},
+        # the fastest fp32 CPU path: compiled steps and the fused norm/ReLU/pool kernel (the
+        # same math; BENCHMARKS.md, issue 3's speed section)
+        "fast": {"compile": True, "fused": True},
+        # the fastest CPU path; bf16 changes the numerics, its accuracy effect is measured there
+        "fast-bf16": {"precision": "bf16", "compile": True, "fused": True},
         "cpu-200": {"iterations": 200},
         "cpu-200-bf16": {"iterations": 200, "precision": "bf16"},
     }
@@ -93,7 +95,9 @@ class DC(Distiller):
     outer_loop: int | None = None  # None: by IPC (``loops_for_ipc``)
     inner_loop: int | None = None
     bn_batch: int = 16  # real images per class that set the frozen BN statistics
-    compile: bool = False  # torch.compile the real-data gradient and the inner loop (same math)
+    # torch.compile the real-data gradient, the synthetic side (grad of grad, torch.func) and
+    # the inner loop (same math)
+    compile: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -117,23 +121,50 @@ class DC(Distiller):
         self.train_dsa_ = self.dsa_  # DSA also augments the inner training (per example)
         self.names_: list[str] = []
         self.real_grad_ = self._compiled_real_gradient(real) if self.compile else None
+        self.syn_grad_ = self._compiled_synthetic_side(real) if self.compile else None
 
-    def _compiled_real_gradient(self, real):
-        """``(params, x, y) -> grads`` through ``torch.func`` on one template network (new
-        networks are passed as parameters, so nothing recompiles), compiled once."""
-        from torch.func import functional_call, grad
-
+    def _template(self, real) -> nn.Module:
         template = create_model(self.model, real.info, device=self.device_)
         if has_batchnorm(template):
             raise ConfigError("compile=True supports networks without batch norm")
+        return template
+
+    def _compiled_real_gradient(self, real):
+        """``(params, x, y) -> grads`` on one template network (new networks are passed as
+        parameters, so nothing recompiles), compiled once. First order through autograd, so a
+        fused kernel's own backward runs (``runtime.fused_kernels``)."""
+        from torch.func import functional_call
+
+        template = self._template(real)
         dev, precision = self.device_, self.precision
 
-        def loss(params, x, y):
+        def real_grad(params, x, y):
+            p = {k: v.detach().requires_grad_() for k, v in params.items()}
             with autocast(dev, precision):
-                out = functional_call(template, params, (x,))
-            return label_loss(out, y)
+                out = functional_call(template, p, (x,))
+            g = torch.autograd.grad(label_loss(out, y), list(p.values()))
+            return dict(zip(p, g))
 
-        return torch.compile(grad(loss), dynamic=False)
+        return torch.compile(real_grad, dynamic=False)
+
+    def _compiled_synthetic_side(self, real):
+        """``(x_syn_c, y_syn_c, params, g_real) -> (dD/dx_syn_c, D)``: the second-order part of
+        one matching term as one compiled ``torch.func`` graph (``grad`` of a function of
+        ``grad``), instead of eager double backward. The same D and gradient."""
+        from torch.func import functional_call, grad, grad_and_value
+
+        template = self._template(real)
+        dev, precision, metric = self.device_, self.precision, self.metric
+
+        def distance(xs, ys, params, g_real):
+            def loss(p):
+                with autocast(dev, precision):
+                    out = functional_call(template, p, (xs,))
+                return label_loss(out, ys)
+            g = grad(loss)(params)
+            return gradient_distance(g_real, [g[k].float() for k in params], metric)
+
+        return torch.compile(grad_and_value(distance), dynamic=False)
 
     def fresh_network(self, real) -> nn.Module:
         net = create_model(self.model, real.info, generator=self.gen_, device=self.device_)
@@ -174,10 +205,28 @@ class DC(Distiller):
         total = None
         for xr, yr, xs, ys in self.class_batches(real, syn):
             g_real = self.loss_gradient(net, params, xr, yr)
-            g_syn = self.loss_gradient(net, params, xs, ys, syn.label_format, create_graph=True)
-            d = gradient_distance(g_real, g_syn, self.metric)
+            if self._use_compiled_syn(syn, ys, params):
+                d = self._compiled_term(params, g_real, xs, ys)
+            else:
+                g_syn = self.loss_gradient(net, params, xs, ys, syn.label_format, create_graph=True)
+                d = gradient_distance(g_real, g_syn, self.metric)
             total = d if total is None else total + d
         return total
+
+    def _use_compiled_syn(self, syn, ys: Tensor, params) -> bool:
+        # hard labels that are not learned, all parameters matched (the compiled graph's case)
+        return (self.syn_grad_ is not None and syn.label_format == "hard" and not ys.requires_grad
+                and len(params) == len(self.names_))
+
+    def _compiled_term(self, params, g_real, xs: Tensor, ys: Tensor) -> Tensor:
+        """One matching term D through the compiled synthetic side, returned as a tensor whose
+        value is D and whose gradient w.r.t. ``xs`` (and through it the summary's parameters and
+        the augmentation) is dD/dxs: ``D.detach() + <xs, dD/dxs> - <xs, dD/dxs>.detach()``."""
+        p = {n: t.detach() for n, t in zip(self.names_, params)}
+        with fused_kernels(False):  # a compiled torch.func graph: the ConvNet's reference path
+            gx, d = self.syn_grad_(xs.detach(), ys, p, [g.detach() for g in g_real])
+        lin = (xs * gx).sum()
+        return d.detach() + lin - lin.detach()
 
     def matched_parameters(self, net: nn.Module) -> list[Tensor]:
         named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]

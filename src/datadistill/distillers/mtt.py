@@ -34,7 +34,7 @@ from torch.func import functional_call
 from ..experts import ExpertConfig, ExpertTrajectories, load_experts
 from ..models import create_model
 from ..objectives import parameter_distance
-from ..runtime import autocast
+from ..runtime import autocast, fused_kernels
 from ..train import label_loss
 from .base import DISTILLERS, ConfigError, Distiller
 
@@ -280,10 +280,12 @@ class MTT(Distiller):
                 # DSA's transforms leave size-1 channels with other strides; one layout keeps
                 # the compiled graph from recompiling (a differentiable copy)
                 x = x.clone(memory_format=torch.contiguous_format)
-            if create_graph:
-                return fn(theta, x, y)
-            with torch.no_grad():  # no graph for the outer backward (torch.func.grad still runs)
-                return fn(theta, x, y)
+            # (a compiled torch.func graph takes the ConvNet's reference path: fused kernels off)
+            with fused_kernels(False):
+                if create_graph:
+                    return fn(theta, x, y)
+                with torch.no_grad():  # no graph for the outer backward (torch.func.grad runs)
+                    return fn(theta, x, y)
         loss = self.student_loss(theta, x, y, label_format)
         return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
 

@@ -5,12 +5,17 @@ that conv is a ``GrayStemConv2d`` (the same function and parameters as ``nn.Conv
 as im2col + 1x1 conv because oneDNN's single-channel kernel is slow, see ``layers.py``).
 Registered variants: depth ``convnet_d1..d4``, width ``convnet_w32..w256``, norm
 ``convnet_nn/bn/in/ln/gn``, pooling ``convnet_ap/mp/np``.
+
+Inside ``runtime.fused_kernels()`` each ``instance norm -> ReLU -> avg pool`` block runs as one
+fused CPU kernel (``models/fused.py``; same function, same parameters and state dict) and the
+activations flow in channels-last memory, which the convolutions also prefer.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .. import runtime
 from . import MODELS
 from .layers import GrayStemConv2d, activation, norm_layer, pool_layer
 
@@ -31,11 +36,36 @@ class ConvNet(nn.Module):
                 layers.append(pool_layer(pool))
                 h, w = h // 2, w // 2
         self.features = nn.Sequential(*layers)
+        # the blocks the fused kernel can take: indices of their norm layers
+        self._fusable = frozenset(
+            i for i, m in enumerate(layers[:-2]) if norm == "instance" and act == "relu"
+            and pool == "avg" and isinstance(m, nn.GroupNorm)
+            and isinstance(layers[i + 2], nn.AvgPool2d))
         self.feature_dim = width * h * w
         self.classifier = nn.Linear(self.feature_dim, info.num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fusable and runtime.fused_kernels_enabled():
+            from .fused import applicable
+            if applicable(x):  # (not under vmap, CPU, floating point)
+                return self._fused_features(x).flatten(1)
         return self.features(x).flatten(1)
+
+    def _fused_features(self, x: torch.Tensor) -> torch.Tensor:
+        from .fused import applicable, norm_relu_pool
+        layers = list(self.features)
+        if x.dim() == 4 and not isinstance(layers[0], GrayStemConv2d):
+            x = x.contiguous(memory_format=torch.channels_last)  # convs then stay channels-last
+        i = 0
+        while i < len(layers):
+            m = layers[i]
+            if i in self._fusable and applicable(x):
+                x = norm_relu_pool(x, m.weight, m.bias, m.eps)
+                i += 3
+                continue
+            x = m(x, channels_last=True) if isinstance(m, GrayStemConv2d) else m(x)
+            i += 1
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))

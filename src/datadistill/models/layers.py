@@ -46,13 +46,17 @@ class GrayStemConv2d(nn.Conv2d):
                 self.dilation != (1, 1) or self.padding_mode != "zeros" or isinstance(self.padding, str):
             raise ValueError("GrayStemConv2d is a 1-input-channel, stride-1, zero-padded convolution")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """``channels_last``: the output in channels-last memory (what the fused ConvNet
+        blocks read; the im2col copy is made channels-last, 9 values per pixel)."""
         if x.dim() != 4 or x.shape[1] != 1:  # unbatched or wrong channels: nn.Conv2d's handling
             return super().forward(x)
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         n, _, h, w = x.shape
         ho, wo = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
         cols = F.unfold(x, (kh, kw), padding=(ph, pw)).view(n, kh * kw, ho, wo)
+        if channels_last:
+            cols = cols.contiguous(memory_format=torch.channels_last)
         return F.conv2d(cols, self.weight.reshape(self.out_channels, kh * kw, 1, 1), self.bias)
 
 

@@ -1,0 +1,244 @@
+"""The fused CPU kernel (instance norm -> ReLU -> 2x2 avg pool): the same function as the
+reference composition, in every way the library differentiates through it."""
+import pytest
+import torch
+
+from datadistill import runtime
+from datadistill.data.base import DataInfo
+from datadistill.distillers import create_distiller
+from datadistill.models import create_model, fused
+
+pytestmark = pytest.mark.skipif(not fused.available(),
+                                reason="no C++ toolchain to build the fused kernel")
+
+F64 = torch.float64
+
+
+def _block(shape, dtype=F64, channels_last=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g, dtype=dtype) * 2 + 0.5
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(shape[1], generator=g, dtype=dtype)
+    b = torch.randn(shape[1], generator=g, dtype=dtype)
+    gy = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2, generator=g, dtype=dtype)
+    return x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), gy
+
+
+@pytest.mark.parametrize("shape", [(4, 16, 8, 8), (3, 5, 7, 9), (2, 130, 4, 6), (1, 3, 2, 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_kernel_equals_reference_in_float64(shape, channels_last):
+    x, w, b, gy = _block(shape, channels_last=channels_last)
+    ref = fused.reference(x, w, b, 1e-5)
+    out = fused.norm_relu_pool(x, w, b, 1e-5)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    g_ref = torch.autograd.grad(ref, (x, w, b), gy)
+    g_out = torch.autograd.grad(out, (x, w, b), gy)
+    for a, r in zip(g_out, g_ref):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
+    # odd sizes: the dropped last row/column gets only the normalisation's gradient, not zero
+    if shape[2] % 2:
+        assert g_out[0][:, :, -1].abs().max() > 0
+
+
+def test_second_order_through_the_differentiable_backward():
+    x, w, b, gy = _block((3, 8, 6, 6))
+
+    def second(fn):
+        g = torch.autograd.grad(fn(x, w, b, 1e-5), (x, w, b), gy, create_graph=True)
+        # (the bias enters the gradients only through the ReLU's mask: zero, maybe "unused")
+        out = torch.autograd.grad(sum((t * t).sum() for t in g), (x, w, b), allow_unused=True)
+        return [torch.zeros_like(v) if o is None else o for o, v in zip(out, (x, w, b))]
+
+    for a, r in zip(second(fused.norm_relu_pool), second(fused.reference)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
+
+
+def test_grad_of_grad_under_torch_func():
+    from torch.func import functional_call, grad
+    info = DataInfo(name="t", modality="image", num_classes=10, shape=(1, 12, 12))
+    net = create_model("convnet", info, generator=torch.Generator().manual_seed(0)).to(F64)
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    x, y = torch.randn(5, 1, 12, 12, dtype=F64), torch.randint(0, 10, (5,))
+
+    def outer(xb):  # gradient matching's shape: a function of the parameter gradient
+        g = grad(lambda p: torch.nn.functional.cross_entropy(functional_call(net, p, (xb,)), y))(
+            params)
+        return sum((t * t).sum() for t in g.values())
+
+    ref = grad(outer)(x)
+    with runtime.fused_kernels():
+        got = grad(outer)(x)
+        compiled = torch.compile(grad(outer), dynamic=False)(x)  # cannot see through a kernel
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(compiled, ref, rtol=1e-7, atol=1e-10)
+
+
+def test_bfloat16_matches_the_reference_on_the_same_values():
+    x, w, b, gy = _block((4, 32, 8, 8), dtype=torch.float32)
+    xb = x.detach().bfloat16().requires_grad_()
+    gyb = gy.bfloat16()
+    out = fused.norm_relu_pool(xb, w, b, 1e-5)
+    assert out.dtype == torch.bfloat16
+    xr = xb.detach().float().requires_grad_()
+    ref = fused.reference(xr, w, b, 1e-5)
+    torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
+    g_out = torch.autograd.grad(out, (xb, w, b), gyb)
+    g_ref = torch.autograd.grad(ref, (xr, w, b), gyb.float())
+    assert g_out[0].dtype == torch.bfloat16 and g_out[1].dtype == torch.float32
+    for a, r in zip(g_out, g_ref):
+        scale = r.abs().max()
+        assert (a.float() - r).abs().max() <= 2e-2 * scale
+
+
+def test_bad_inputs_raise():
+    w, b = torch.ones(4), torch.zeros(4)
+    with pytest.raises(ValueError, match="H>=2"):
+        fused.norm_relu_pool(torch.randn(2, 4, 1, 5), w, b)
+    with pytest.raises(ValueError, match="float32"):
+        fused.norm_relu_pool(torch.ones(2, 4, 4, 4, dtype=torch.int32), w, b)
+    with pytest.raises(RuntimeError, match="weight and bias"):
+        fused.norm_relu_pool(torch.randn(2, 4, 4, 4), torch.ones(3), torch.zeros(3))
+
+
+def test_build_failure_says_what_is_missing(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def broken(**kw):
+        raise OSError("c++: not found")
+    monkeypatch.setattr(fused, "_ext", None)
+    monkeypatch.setattr(fused, "_error", None)
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    with pytest.raises(RuntimeError, match="C\\+\\+ compiler and ninja"):
+        fused.build()
+    with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):  # remembered, not retried
+        with runtime.fused_kernels():
+            pass
+    assert not runtime.fused_kernels_enabled()
+
+
+def _net_and_grads(info, x, dtype, enabled, seed=0):
+    net = create_model("convnet", info, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    with runtime.fused_kernels(enabled):
+        out = net(x)
+        grads = torch.autograd.grad((out * out).sum(), list(net.parameters()))
+    return out, grads
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8)])
+def test_convnet_is_the_same_function_with_the_kernel(shape):
+    info = DataInfo(name="t", modality="image", num_classes=10, shape=shape)
+    x = torch.randn(6, *shape, dtype=F64)
+    out0, g0 = _net_and_grads(info, x, F64, False)
+    out1, g1 = _net_and_grads(info, x, F64, True)
+    torch.testing.assert_close(out1, out0, rtol=1e-10, atol=1e-12)
+    # conv biases feeding an instance norm have a zero true gradient: compare against the
+    # largest gradient, not elementwise relative error on rounding noise
+    scale = max(float(g.abs().max()) for g in g0)
+    for a, r in zip(g1, g0):
+        assert float((a - r).abs().max()) <= 1e-10 * scale
+
+
+def test_convnet_variants_without_the_block_are_untouched():
+    info = DataInfo(name="t", modality="image", num_classes=10, shape=(1, 28, 28))
+    for name in ("convnet_bn", "convnet_mp", "convnet_nn"):
+        net = create_model(name, info, generator=torch.Generator().manual_seed(0))
+        assert not net._fusable
+    assert len(create_model("convnet", info)._fusable) == 3
+
+
+def test_compiled_func_grad_and_vmap_agree_with_eager():
+    from torch.func import functional_call, grad, vmap
+    info = DataInfo(name="t", modality="image", num_classes=10, shape=(1, 28, 28))
+    net = create_model("convnet", info, generator=torch.Generator().manual_seed(1))
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+
+    def loss(p, xb, yb):
+        return torch.nn.functional.cross_entropy(functional_call(net, p, (xb,)), yb)
+
+    ref = grad(loss)(params, x, y)
+    with runtime.fused_kernels():
+        eager = grad(loss)(params, x, y)
+        compiled = torch.compile(grad(loss), dynamic=False)(params, x, y)
+        # vmap over examples: the kernel does not batch, the ConvNet takes the reference path
+        per_ex = vmap(lambda xb: functional_call(net, params, (xb[None],)))(x)
+    scale = max(float(g.abs().max()) for g in ref.values())
+    for k in ref:
+        assert float((eager[k] - ref[k]).abs().max()) <= 1e-5 * scale
+        assert float((compiled[k] - ref[k]).abs().max()) <= 1e-5 * scale, (k, float((compiled[k] - ref[k]).abs().max()), scale)
+    torch.testing.assert_close(per_ex[:, 0], net(x), rtol=1e-4, atol=1e-5)
+
+
+def test_dc_with_the_kernel_follows_the_same_trajectory():
+    """Three DC iterations (matching with second-order synthetic gradients, inner training) in
+    float64: the kernel and the reference give the same summary to rounding. (In float32 the
+    two drift apart over iterations, as DC from noise amplifies any rounding difference.)"""
+    from datadistill.data import load_dataset
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(F64)
+    try:
+        data = load_dataset("digits")
+        data.train.x = data.train.x.double()
+        runs = []
+        for flag in (False, True):
+            d = create_distiller("dc", preset="tiny", iterations=3, fused=flag, device="cpu", seed=0)
+            syn = d.init_synset(data, ipc=2)
+            d.distill(data, syn)
+            runs.append((syn.x.detach().clone(), syn.meta["params"]["fused"]))
+    finally:
+        torch.set_default_dtype(prev)
+    (x0, f0), (x1, f1) = runs
+    assert (f0, f1) == (False, True)  # recorded in the summary
+    assert x0.dtype == F64 and float((x0 - x1).abs().max()) < 1e-10
+
+
+def test_resume_may_switch_the_kernel_on(digits, tmp_path):
+    d1 = create_distiller("dm", iterations=4, batch_real=32, device="cpu", seed=0)
+    s1 = d1.init_synset(digits, ipc=2)
+
+    def stop_at_2(ev):
+        if ev["iteration"] == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        d1.distill(digits, s1, [stop_at_2], workdir=tmp_path)
+    d2 = create_distiller("dm", iterations=4, batch_real=32, device="cpu", seed=0, fused=True)
+    s2 = d2.init_synset(digits, ipc=2)
+    d2.distill(digits, s2, workdir=tmp_path, resume=True)
+    assert s2.meta["iterations"] == 4
+
+
+def test_evaluate_records_the_kernel(digits):
+    from datadistill.coresets import select_coreset
+    from datadistill.evaluate import evaluate
+    syn = select_coreset(digits, 2, "random", seed=0)
+    a = evaluate(syn, digits, protocol="smoke", fused=False)
+    b = evaluate(syn, digits, protocol="smoke", fused=True)
+    assert b.overrides.get("fused") is True and b.protocol["fused"] is True
+    assert abs(a.results["convnet"]["mean"] - b.results["convnet"]["mean"]) <= 3.0
+
+
+def test_cli_fused_flag_is_used_and_recorded(tmp_path, capsys, monkeypatch):
+    import json
+
+    from datadistill.cli import main
+    from datadistill.synsets import load_summary
+    calls = []
+    real_kernel = fused.norm_relu_pool
+    monkeypatch.setattr(fused, "norm_relu_pool", lambda *a: calls.append(1) or real_kernel(*a))
+    run = tmp_path / "run"
+    assert main(["distill", "--method", "dm", "--dataset", "digits", "--ipc", "2",
+                 "--iterations", "2", "--set", "batch_real=16", "--quiet", "--device", "cpu",
+                 "--fused", "--out", str(run)]) == 0
+    assert load_summary(run / "summary").meta["params"]["fused"] is True
+    assert json.loads((run / "run.json").read_text())["fused"] is True
+    assert calls  # the ConvNet ran its blocks through the kernel
+    n = len(calls)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--protocol", "smoke", "--fused", "--json",
+                 "--device", "cpu"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["protocol"]["fused"] is True and rep["overrides"]["fused"] is True
+    assert len(calls) > n
+    assert not runtime.fused_kernels_enabled()  # switched off again after the command
