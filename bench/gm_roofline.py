@@ -143,6 +143,7 @@ def main():
     ap.add_argument("--batch", default="100,256")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--out", default="gm_roofline", help="results name (bench/results/NAME.json)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     alloc = runtime.tune_allocator()
@@ -181,9 +182,9 @@ def main():
                 / rec["bench_conv_gflops"]["fp32"]
             rec["rows"].append(row)
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-            save("gm_roofline", rec)
+            save(a.out, rec)
     rec["peak_rss_mib"] = runtime.peak_rss_bytes() / 2**20
-    save("gm_roofline", rec)
+    save(a.out, rec)
 
 
 if __name__ == "__main__":
