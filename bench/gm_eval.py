@@ -33,6 +33,8 @@ def main():
     ap.add_argument("--num-models", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="gm_eval")
+    ap.add_argument("--fused", action="store_true",
+                    help="train the evaluation networks with the fused CPU kernel (same math)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     runtime.tune_allocator()
@@ -49,13 +51,15 @@ def main():
         if name not in data:
             data[name] = load_dataset(name)
         t = time.perf_counter()
-        rep = evaluate(syn, data[name], protocol=a.protocol, num_models=a.num_models, device="cpu")
+        rep = evaluate(syn, data[name], protocol=a.protocol, num_models=a.num_models, device="cpu",
+                       fused=True if a.fused else None)
         r = next(iter(rep.results.values()))
         rec["results"][key] = {"summary": str(p), "protocol": rep.protocol["name"],
                                "epochs": rep.protocol["epochs"], "num_models": rep.protocol["num_models"],
                                "mean": r["mean"], "std": r["std"], "accs": r["accs"],
                                "method": syn.meta.get("method"), "iterations": syn.meta.get("iterations"),
                                "ipc": syn.ipc, "stored_bytes": syn.stored_bytes(),
+                               "fused": rep.protocol.get("fused", False),
                                "eval_wall_s": round(time.perf_counter() - t, 1)}
         save(a.out, rec)
         print(key, f"{r['mean']:.2f} +- {r['std']:.2f}", flush=True)

@@ -49,6 +49,8 @@ def main():
     ap.add_argument("--preset", default=None)
     ap.add_argument("--init", default=None, help="summary initialisation (real / noise); "
                     "default: the method's")
+    ap.add_argument("--fused", action="store_true",
+                    help="the fused CPU norm/ReLU/pool kernel (same math; recorded in params)")
     ap.add_argument("--at-iters", default="")
     ap.add_argument("--at-cpu-min", default="")
     ap.add_argument("--tag", default=None)
@@ -61,7 +63,8 @@ def main():
     root = OUT / tag
     real = load_dataset(a.dataset)
     d = create_distiller(a.method, a.preset, iterations=a.iterations, precision=a.precision,
-                         seed=a.seed, device="cpu", **({"init": a.init} if a.init else {}))
+                         seed=a.seed, device="cpu", **({"init": a.init} if a.init else {}),
+                         **({"fused": True} if a.fused else {}))
     syn = d.init_synset(real, ipc=a.ipc)
     syn.save(root / "it0")
     prev = runtime_load(tag)
