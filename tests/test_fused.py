@@ -42,6 +42,57 @@ def test_kernel_equals_reference_in_float64(shape, channels_last):
         assert g_out[0][:, :, -1].abs().max() > 0
 
 
+@pytest.mark.parametrize("cin,hw,pad", [(1, (8, 8), 3), (3, (7, 9), 1), (2, (6, 6), 0),
+                                        (1, (28, 28), 3)])
+def test_first_block_with_its_convolution_equals_reference(cin, hw, pad):
+    """conv3x3 -> norm -> ReLU -> pool in one kernel: values, all first derivatives (the input
+    too: DM and DSA differentiate w.r.t. the images) and second derivatives, float64. Cin 1 and
+    3 take the fixed-tap code, Cin 2 the generic one."""
+    g = torch.Generator().manual_seed(cin)
+    x = torch.randn(3, cin, *hw, generator=g, dtype=F64).requires_grad_()
+    cw = torch.randn(16, cin, 3, 3, generator=g, dtype=F64).requires_grad_()
+    cb, w, b = (torch.randn(16, generator=g, dtype=F64).requires_grad_() for _ in range(3))
+    ref = fused.conv_reference(x, cw, cb, pad, w, b, 1e-5)
+    out = fused.conv_norm_relu_pool(x, cw, cb, pad, w, b, 1e-5)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    gy = torch.randn(ref.shape, generator=g, dtype=F64)
+    g_ref = torch.autograd.grad(ref, (x, cw, cb, w, b), gy)
+    g_out = torch.autograd.grad(out, (x, cw, cb, w, b), gy)
+    for k, (a, r) in enumerate(zip(g_out, g_ref)):
+        # (the conv bias feeds an instance norm: its true gradient is 0, compare absolutely)
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12 if k != 2 else 1e-10)
+
+    def second(fn):
+        gg = torch.autograd.grad(fn(x, cw, cb, pad, w, b, 1e-5), (x, cw, w), gy, create_graph=True)
+        return torch.autograd.grad(sum((t * t).sum() for t in gg), (x, cw, w))
+
+    for a, r in zip(second(fused.conv_norm_relu_pool), second(fused.conv_reference)):
+        torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-12)
+    # without an input gradient the kernel skips it; the parameter gradients are unchanged
+    x2 = x.detach()
+    g_noinput = torch.autograd.grad(fused.conv_norm_relu_pool(x2, cw, cb, pad, w, b, 1e-5),
+                                    (cw, w), gy)
+    torch.testing.assert_close(g_noinput[0], g_ref[1], rtol=1e-10, atol=1e-12)
+
+
+def test_first_block_under_bf16_autocast_hands_bf16_to_the_next_layer():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 12, 12, generator=g)
+    cw = torch.randn(8, 1, 3, 3, generator=g, requires_grad=True)
+    cb, w, b = (torch.randn(8, generator=g).requires_grad_() for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fused.conv_norm_relu_pool(x, cw, cb, 1, w, b, 1e-5)
+    assert out.dtype == torch.bfloat16
+    ref = fused.conv_reference(x, cw, cb, 1, w, b, 1e-5)  # float32: the kernel computes in it
+    torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
+    gy = torch.randn(ref.shape, generator=g)
+    g_out = torch.autograd.grad(out, (cw, w, b), gy.bfloat16())
+    g_ref = torch.autograd.grad(ref, (cw, w, b), gy.bfloat16().float())
+    for a, r in zip(g_out, g_ref):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5 * float(r.abs().max()))
+
+
 def test_second_order_through_the_differentiable_backward():
     x, w, b, gy = _block((3, 8, 6, 6))
 

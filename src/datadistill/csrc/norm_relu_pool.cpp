@@ -69,151 +69,301 @@ template <> inline c10::BFloat16 store<c10::BFloat16, float>(float f) {
   return out;
 }
 
+// One image: statistics of x (H*W*C values, NHWC) into m, r; pooled output into oi.
+template <typename T, typename A, typename TO = T>
+inline void forward_image(const T* __restrict__ xi, const A* __restrict__ Wt,
+                          const A* __restrict__ Bt, TO* __restrict__ oi, A* __restrict__ m,
+                          A* __restrict__ r, A* __restrict__ s, A* __restrict__ a,
+                          A* __restrict__ bb, int64_t C, int64_t H, int64_t W, double eps) {
+  const int64_t Ho = H / 2, Wo = W / 2, HW = H * W;
+  for (int64_t c = 0; c < C; ++c) s[c] = A(0);
+  for (int64_t p = 0; p < HW; ++p) {
+    const T* __restrict__ xp = xi + p * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) s[c] += load(xp[c]);
+  }
+  for (int64_t c = 0; c < C; ++c) { m[c] = s[c] / A(HW); s[c] = A(0); }
+  for (int64_t p = 0; p < HW; ++p) {
+    const T* __restrict__ xp = xi + p * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) { A d = load(xp[c]) - m[c]; s[c] += d * d; }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    r[c] = A(1) / std::sqrt(s[c] / A(HW) + A(eps));
+    a[c] = r[c] * Wt[c];
+    bb[c] = Bt[c] - m[c] * a[c];
+  }
+  for (int64_t i = 0; i < Ho; ++i) {
+    for (int64_t j = 0; j < Wo; ++j) {
+      const T* __restrict__ x00 = xi + ((2 * i) * W + 2 * j) * C;
+      const T* __restrict__ x01 = x00 + C;
+      const T* __restrict__ x10 = x00 + W * C;
+      const T* __restrict__ x11 = x10 + C;
+      TO* __restrict__ op = oi + (i * Wo + j) * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        A v = std::max(load(x00[c]) * a[c] + bb[c], A(0)) +
+              std::max(load(x01[c]) * a[c] + bb[c], A(0)) +
+              std::max(load(x10[c]) * a[c] + bb[c], A(0)) +
+              std::max(load(x11[c]) * a[c] + bb[c], A(0));
+        op[c] = store<TO, A>(A(0.25) * v);
+      }
+    }
+  }
+}
+
 template <typename T, typename A>
 void forward_kernel(const T* X, const A* Wt, const A* Bt, T* O, A* M, A* R, int64_t N, int64_t C,
                     int64_t H, int64_t W, double eps) {
-  const int64_t Ho = H / 2, Wo = W / 2, HW = H * W;
+  const int64_t HW = H * W, HoWo = (H / 2) * (W / 2);
   at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
     std::vector<A> buf(3 * C);
-    A* __restrict__ s = buf.data();
-    A* __restrict__ a = s + C;
-    A* __restrict__ bb = a + C;
-    for (int64_t n = n0; n < n1; ++n) {
-      const T* __restrict__ xi = X + n * HW * C;
-      A* __restrict__ m = M + n * C;
-      A* __restrict__ r = R + n * C;
-      for (int64_t c = 0; c < C; ++c) s[c] = A(0);
-      for (int64_t p = 0; p < HW; ++p) {
-        const T* __restrict__ xp = xi + p * C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) s[c] += load(xp[c]);
-      }
-      for (int64_t c = 0; c < C; ++c) { m[c] = s[c] / A(HW); s[c] = A(0); }
-      for (int64_t p = 0; p < HW; ++p) {
-        const T* __restrict__ xp = xi + p * C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) { A d = load(xp[c]) - m[c]; s[c] += d * d; }
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        r[c] = A(1) / std::sqrt(s[c] / A(HW) + A(eps));
-        a[c] = r[c] * Wt[c];
-        bb[c] = Bt[c] - m[c] * a[c];
-      }
-      T* __restrict__ oi = O + n * Ho * Wo * C;
-      for (int64_t i = 0; i < Ho; ++i) {
-        for (int64_t j = 0; j < Wo; ++j) {
-          const T* __restrict__ x00 = xi + ((2 * i) * W + 2 * j) * C;
-          const T* __restrict__ x01 = x00 + C;
-          const T* __restrict__ x10 = x00 + W * C;
-          const T* __restrict__ x11 = x10 + C;
-          T* __restrict__ op = oi + (i * Wo + j) * C;
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) {
-            A v = std::max(load(x00[c]) * a[c] + bb[c], A(0)) +
-                  std::max(load(x01[c]) * a[c] + bb[c], A(0)) +
-                  std::max(load(x10[c]) * a[c] + bb[c], A(0)) +
-                  std::max(load(x11[c]) * a[c] + bb[c], A(0));
-            op[c] = store<T, A>(A(0.25) * v);
-          }
-        }
-      }
-    }
+    for (int64_t n = n0; n < n1; ++n)
+      forward_image<T, A>(X + n * HW * C, Wt, Bt, O + n * HoWo * C, M + n * C, R + n * C,
+                          buf.data(), buf.data() + C, buf.data() + 2 * C, C, H, W, eps);
   });
 }
 
 // dL/dx of y = pool(relu(z)), z = xhat * w + b, xhat = (x - m) * r, with gz = dL/dz:
 //   dL/dx = r * w * (gz - mean(gz) - xhat * mean(gz * xhat)),  dL/dw = sum gz * xhat,
 //   dL/db = sum gz.
+// One image; dL/dx rows go to gxi (streamed when `stream`, else plain stores); the image's
+// dL/db, dL/dw are added to pa, pb. buf holds 7 * C values of scratch.
+template <typename T, typename A, typename TG = T>
+inline void backward_image(const TG* __restrict__ gi, const T* __restrict__ xi,
+                           const A* __restrict__ m, const A* __restrict__ r,
+                           const A* __restrict__ Wt, const A* __restrict__ Bt,
+                           T* __restrict__ gxi, A* __restrict__ pa, A* __restrict__ pb,
+                           A* __restrict__ buf, T* __restrict__ row, bool stream, int64_t C,
+                           int64_t H, int64_t W) {
+  const int64_t Ho = H / 2, Wo = W / 2, HW = H * W;
+  A* __restrict__ a = buf;          // z = x * a + bb
+  A* __restrict__ bb = a + C;
+  A* __restrict__ sg = bb + C;      // 4 * sum gz
+  A* __restrict__ sgx = sg + C;     // 4 * sum gz * (x - m)
+  A* __restrict__ c0 = sgx + C;     // dL/dx = [z > 0] * q * g + x * c1 + c0
+  A* __restrict__ c1 = c0 + C;
+  A* __restrict__ q = c1 + C;
+  for (int64_t c = 0; c < C; ++c) {
+    a[c] = r[c] * Wt[c];
+    bb[c] = Bt[c] - m[c] * a[c];
+    sg[c] = A(0);
+    sgx[c] = A(0);
+  }
+  // pass 1: per output pixel, its four inputs share one incoming gradient g (gz = g / 4)
+  for (int64_t i = 0; i < Ho; ++i) {
+    for (int64_t j = 0; j < Wo; ++j) {
+      const TG* __restrict__ gp = gi + (i * Wo + j) * C;
+      const T* __restrict__ x00 = xi + ((2 * i) * W + 2 * j) * C;
+      const T* __restrict__ x01 = x00 + C;
+      const T* __restrict__ x10 = x00 + W * C;
+      const T* __restrict__ x11 = x10 + C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const A g = load(gp[c]);
+        const A v00 = load(x00[c]), v01 = load(x01[c]);
+        const A v10 = load(x10[c]), v11 = load(x11[c]);
+        const A g00 = v00 * a[c] + bb[c] > A(0) ? g : A(0);
+        const A g01 = v01 * a[c] + bb[c] > A(0) ? g : A(0);
+        const A g10 = v10 * a[c] + bb[c] > A(0) ? g : A(0);
+        const A g11 = v11 * a[c] + bb[c] > A(0) ? g : A(0);
+        const A mc = m[c];
+        sg[c] += (g00 + g01) + (g10 + g11);
+        sgx[c] += (g00 * (v00 - mc) + g01 * (v01 - mc)) + (g10 * (v10 - mc) + g11 * (v11 - mc));
+      }
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    const A db = A(0.25) * sg[c];
+    const A dw = A(0.25) * r[c] * sgx[c];  // sum gz * xhat
+    pa[c] += db;
+    pb[c] += dw;
+    const A rw = r[c] * Wt[c];
+    const A k1 = db / A(HW), k2 = dw / A(HW);
+    c1[c] = -rw * k2 * r[c];
+    c0[c] = -rw * k1 + rw * k2 * r[c] * m[c];
+    q[c] = A(0.25) * rw;
+  }
+  // pass 2: dL/dx (the image is still in cache)
+  for (int64_t i = 0; i < H; ++i) {
+    for (int64_t j = 0; j < W; ++j) {
+      const T* __restrict__ xp = xi + (i * W + j) * C;
+      T* __restrict__ gxp = gxi + (i * W + j) * C;
+      T* __restrict__ dst = stream ? row : gxp;
+      if (i >= 2 * Ho || j >= 2 * Wo) {  // dropped by the pooling: no gradient from above
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) dst[c] = store<T, A>(load(xp[c]) * c1[c] + c0[c]);
+      } else {
+        const TG* __restrict__ gp = gi + ((i / 2) * Wo + j / 2) * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          const A v = load(xp[c]);
+          const A g = v * a[c] + bb[c] > A(0) ? load(gp[c]) * q[c] : A(0);
+          dst[c] = store<T, A>(g + v * c1[c] + c0[c]);
+        }
+      }
+      if (stream) stream_row(gxp, row, C);
+    }
+  }
+}
+
 template <typename T, typename A>
 void backward_kernel(const T* G, const T* X, const A* M, const A* R, const A* Wt, const A* Bt,
                      T* GX, A* P, int64_t N, int64_t C, int64_t H, int64_t W) {
-  const int64_t Ho = H / 2, Wo = W / 2, HW = H * W;
-  const int64_t grain = 1;
-  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
-    A* __restrict__ pa = P + at::get_thread_num() * 2 * C;  // this thread's dL/db, dL/dw
-    A* __restrict__ pb = pa + C;
+  const int64_t HW = H * W, HoWo = (H / 2) * (W / 2);
+  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+    A* pa = P + at::get_thread_num() * 2 * C;  // this thread's dL/db, dL/dw
     std::vector<A> buf(7 * C);
-    std::vector<T> rowbuf(C);
-    T* __restrict__ row = rowbuf.data();
-    A* __restrict__ a = buf.data();  // z = x * a + bb
-    A* __restrict__ bb = a + C;
-    A* __restrict__ sg = bb + C;     // 4 * sum gz
-    A* __restrict__ sgx = sg + C;    // 4 * sum gz * (x - m)
-    A* __restrict__ c0 = sgx + C;    // dL/dx = [z > 0] * q * g + x * c1 + c0
-    A* __restrict__ c1 = c0 + C;
-    A* __restrict__ q = c1 + C;
-    for (int64_t n = n0; n < n1; ++n) {
-      const T* __restrict__ xi = X + n * HW * C;
-      const T* __restrict__ gi = G + n * Ho * Wo * C;
-      const A* __restrict__ m = M + n * C;
-      const A* __restrict__ r = R + n * C;
-      T* __restrict__ gxi = GX + n * HW * C;
-      for (int64_t c = 0; c < C; ++c) {
-        a[c] = r[c] * Wt[c];
-        bb[c] = Bt[c] - m[c] * a[c];
-        sg[c] = A(0);
-        sgx[c] = A(0);
-      }
-      // pass 1: per output pixel, its four inputs share one incoming gradient g (gz = g / 4)
-      for (int64_t i = 0; i < Ho; ++i) {
-        for (int64_t j = 0; j < Wo; ++j) {
-          const T* __restrict__ gp = gi + (i * Wo + j) * C;
-          const T* __restrict__ x00 = xi + ((2 * i) * W + 2 * j) * C;
-          const T* __restrict__ x01 = x00 + C;
-          const T* __restrict__ x10 = x00 + W * C;
-          const T* __restrict__ x11 = x10 + C;
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) {
-            const A g = load(gp[c]);
-            const A v00 = load(x00[c]), v01 = load(x01[c]);
-            const A v10 = load(x10[c]), v11 = load(x11[c]);
-            const A g00 = v00 * a[c] + bb[c] > A(0) ? g : A(0);
-            const A g01 = v01 * a[c] + bb[c] > A(0) ? g : A(0);
-            const A g10 = v10 * a[c] + bb[c] > A(0) ? g : A(0);
-            const A g11 = v11 * a[c] + bb[c] > A(0) ? g : A(0);
-            const A mc = m[c];
-            sg[c] += (g00 + g01) + (g10 + g11);
-            sgx[c] += (g00 * (v00 - mc) + g01 * (v01 - mc)) + (g10 * (v10 - mc) + g11 * (v11 - mc));
-          }
-        }
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        const A db = A(0.25) * sg[c];
-        const A dw = A(0.25) * r[c] * sgx[c];  // sum gz * xhat
-        pa[c] += db;
-        pb[c] += dw;
-        const A rw = r[c] * Wt[c];
-        const A k1 = db / A(HW), k2 = dw / A(HW);
-        c1[c] = -rw * k2 * r[c];
-        c0[c] = -rw * k1 + rw * k2 * r[c] * m[c];
-        q[c] = A(0.25) * rw;
-      }
-      // pass 2: dL/dx (the image is still in cache)
-      for (int64_t i = 0; i < H; ++i) {
-        for (int64_t j = 0; j < W; ++j) {
-          const T* __restrict__ xp = xi + (i * W + j) * C;
-          T* __restrict__ gxp = gxi + (i * W + j) * C;
-          if (i >= 2 * Ho || j >= 2 * Wo) {  // dropped by the pooling: no gradient from above
-#pragma omp simd
-            for (int64_t c = 0; c < C; ++c)
-              row[c] = store<T, A>(load(xp[c]) * c1[c] + c0[c]);
-            stream_row(gxp, row, C);
-            continue;
-          }
-          const T* __restrict__ gp = gi + ((i / 2) * Wo + j / 2) * C;
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) {
-            const A v = load(xp[c]);
-            const A g = v * a[c] + bb[c] > A(0) ? load(gp[c]) * q[c] : A(0);
-            row[c] = store<T, A>(g + v * c1[c] + c0[c]);
-          }
-          stream_row(gxp, row, C);
-        }
-      }
-    }
+    std::vector<T> row(C);
+    for (int64_t n = n0; n < n1; ++n)
+      backward_image<T, A>(G + n * HoWo * C, X + n * HW * C, M + n * C, R + n * C, Wt, Bt,
+                           GX + n * HW * C, pa, pa + C, buf.data(), row.data(), true, C, H, W);
 #if defined(__AVX512F__)
     _mm_sfence();  // streaming stores visible before the caller reads dL/dx
 #endif
+  });
+}
+
+// ---- the first block with its convolution: conv3x3(Cin -> C, stride 1, zero padding p) ----
+// The convolution's output (the largest activation of the network) is computed per image
+// into a cache-resident scratch buffer, normalised and pooled there, and recomputed in the
+// backward pass: it never goes to memory. K = Cin * 9 taps; wt is the weight as [K][C].
+
+template <typename T>
+inline void pad_image(const T* __restrict__ xi, T* __restrict__ xp, int64_t Cin, int64_t H,
+                      int64_t W, int64_t p) {
+  const int64_t Hp = H + 2 * p, Wp = W + 2 * p;
+  std::fill(xp, xp + Cin * Hp * Wp, T(0));
+  for (int64_t ci = 0; ci < Cin; ++ci)
+    for (int64_t i = 0; i < H; ++i)
+      std::memcpy(xp + (ci * Hp + i + p) * Wp + p, xi + (ci * H + i) * W, W * sizeof(T));
+}
+
+// im2col of one padded image: cols[(i * Wc + j) * K + k] = xp[ci][i + di][j + dj]
+template <typename T>
+inline void im2col_image(const T* __restrict__ xp, T* __restrict__ cols, int64_t Cin, int64_t Hp,
+                         int64_t Wp) {
+  const int64_t Hc = Hp - 2, Wc = Wp - 2, K = Cin * 9;
+  for (int64_t i = 0; i < Hc; ++i)
+    for (int64_t j = 0; j < Wc; ++j) {
+      T* __restrict__ cp = cols + (i * Wc + j) * K;
+      for (int64_t ci = 0; ci < Cin; ++ci)
+        for (int64_t di = 0; di < 3; ++di)
+          for (int64_t dj = 0; dj < 3; ++dj)
+            cp[(ci * 3 + di) * 3 + dj] = xp[(ci * Hp + i + di) * Wp + j + dj];
+    }
+}
+
+// z0 = cols @ wt + b0 for one image: an [Hc*Wc, K] x [K, C] product with K = 9 (one input
+// channel) or 27 (RGB) taps, fixed at compile time so the accumulator stays in a register
+// across the taps; other K: tap by tap.
+template <typename T, int KK>
+inline void stem_conv_fixed(const T* __restrict__ cols, const T* __restrict__ wt,
+                            const T* __restrict__ b0, T* __restrict__ z, int64_t P, int64_t C) {
+  for (int64_t p = 0; p < P; ++p) {
+    T v[KK];
+    for (int k = 0; k < KK; ++k) v[k] = cols[p * KK + k];
+    T* __restrict__ zp = z + p * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      T acc = b0[c];
+#pragma GCC unroll 27
+      for (int k = 0; k < KK; ++k) acc += v[k] * wt[k * C + c];
+      zp[c] = acc;
+    }
+  }
+}
+
+template <typename T>
+inline void stem_conv_image(const T* __restrict__ cols, const T* __restrict__ wt,
+                            const T* __restrict__ b0, T* __restrict__ z, int64_t P, int64_t K,
+                            int64_t C) {
+  if (K == 9) return stem_conv_fixed<T, 9>(cols, wt, b0, z, P, C);
+  if (K == 27) return stem_conv_fixed<T, 27>(cols, wt, b0, z, P, C);
+  for (int64_t p = 0; p < P; ++p) {
+    T* __restrict__ zp = z + p * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) zp[c] = b0[c];
+    for (int64_t k = 0; k < K; ++k) {
+      const T v = cols[p * K + k];
+      const T* __restrict__ wk = wt + k * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) zp[c] += v * wk[c];
+    }
+  }
+}
+
+template <typename T, typename TO>
+void stem_forward_kernel(const T* X, const T* wt, const T* b0, const T* Wt, const T* Bt, TO* O,
+                         T* M, T* R, int64_t N, int64_t Cin, int64_t C, int64_t H, int64_t W,
+                         int64_t p, double eps) {
+  const int64_t Hp = H + 2 * p, Wp = W + 2 * p, Hc = Hp - 2, Wc = Wp - 2, K = Cin * 9;
+  const int64_t HoWo = (Hc / 2) * (Wc / 2);
+  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+    std::vector<T> buf(3 * C), xp(Cin * Hp * Wp), cols(Hc * Wc * K), z(Hc * Wc * C);
+    for (int64_t n = n0; n < n1; ++n) {
+      pad_image<T>(X + n * Cin * H * W, xp.data(), Cin, H, W, p);
+      im2col_image<T>(xp.data(), cols.data(), Cin, Hp, Wp);
+      stem_conv_image<T>(cols.data(), wt, b0, z.data(), Hc * Wc, K, C);
+      forward_image<T, T, TO>(z.data(), Wt, Bt, O + n * HoWo * C, M + n * C, R + n * C,
+                              buf.data(), buf.data() + C, buf.data() + 2 * C, C, Hc, Wc, eps);
+    }
+  });
+}
+
+// P per thread: [K * C] dL/dw0 (as [K][C]), [C] dL/db0, [C] dL/dbeta, [C] dL/dgamma.
+// The weight gradient cols^T @ gz and the input gradient gz @ wt^T (then col2im) are small
+// matrix products on cache-resident per-image buffers, done by ATen's GEMM.
+template <typename T, typename TG>
+void stem_backward_kernel(const TG* G, const T* X, const T* M, const T* R, const T* wt,
+                          const T* b0, const T* Wt, const T* Bt, T* GXin, T* P, int64_t N,
+                          int64_t Cin, int64_t C, int64_t H, int64_t W, int64_t p,
+                          at::ScalarType dt) {
+  const int64_t Hp = H + 2 * p, Wp = W + 2 * p, Hc = Hp - 2, Wc = Wp - 2;
+  const int64_t HoWo = (Hc / 2) * (Wc / 2), K = Cin * 9, PX = Hc * Wc;
+  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+    T* gw0 = P + at::get_thread_num() * (K * C + 3 * C);
+    T* gb0 = gw0 + K * C;
+    T* pbeta = gb0 + C;
+    T* pgamma = pbeta + C;
+    auto opts = at::TensorOptions().dtype(dt);
+    std::vector<T> buf(7 * C), xp(Cin * Hp * Wp), gxp(Cin * Hp * Wp), cols(PX * K), z(PX * C),
+        gz(PX * C), gcols(PX * K);
+    at::Tensor t_cols = at::from_blob(cols.data(), {PX, K}, opts);
+    at::Tensor t_gz = at::from_blob(gz.data(), {PX, C}, opts);
+    at::Tensor t_gw = at::from_blob(gw0, {K, C}, opts);
+    at::Tensor t_wt = at::from_blob(const_cast<T*>(wt), {K, C}, opts);
+    at::Tensor t_gcols = at::from_blob(gcols.data(), {PX, K}, opts);
+    for (int64_t n = n0; n < n1; ++n) {
+      pad_image<T>(X + n * Cin * H * W, xp.data(), Cin, H, W, p);
+      im2col_image<T>(xp.data(), cols.data(), Cin, Hp, Wp);
+      stem_conv_image<T>(cols.data(), wt, b0, z.data(), PX, K, C);
+      backward_image<T, T, TG>(G + n * HoWo * C, z.data(), M + n * C, R + n * C, Wt, Bt,
+                               gz.data(), pbeta, pgamma, buf.data(), nullptr, false, C, Hc, Wc);
+      for (int64_t q = 0; q < PX; ++q) {
+        const T* __restrict__ g = gz.data() + q * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) gb0[c] += g[c];
+      }
+      t_gw.addmm_(t_cols.t(), t_gz);  // dL/dw0 as [K][C]
+      if (GXin != nullptr) {
+        at::mm_out(t_gcols, t_gz, t_wt.t());  // dL/dcols
+        std::fill(gxp.begin(), gxp.end(), T(0));
+        for (int64_t i = 0; i < Hc; ++i)  // col2im
+          for (int64_t j = 0; j < Wc; ++j) {
+            const T* __restrict__ gc = gcols.data() + (i * Wc + j) * K;
+            for (int64_t ci = 0; ci < Cin; ++ci)
+              for (int64_t di = 0; di < 3; ++di)
+                for (int64_t dj = 0; dj < 3; ++dj)
+                  gxp[(ci * Hp + i + di) * Wp + j + dj] += gc[(ci * 3 + di) * 3 + dj];
+          }
+        T* gxi = GXin + n * Cin * H * W;
+        for (int64_t ci = 0; ci < Cin; ++ci)
+          for (int64_t i = 0; i < H; ++i)
+            std::memcpy(gxi + (ci * H + i) * W, gxp.data() + (ci * Hp + i + p) * Wp + p,
+                        W * sizeof(T));
+      }
+    }
   });
 }
 
@@ -278,7 +428,97 @@ std::vector<at::Tensor> norm_relu_pool_backward(at::Tensor gy, at::Tensor x, at:
   return {gx, s[1].clone(), s[0].clone()};  // dL/dx, dL/dw, dL/db
 }
 
+// x: [N, Cin, H, W] (any layout; read as NCHW), w0: [C, Cin, 3, 3], b0, gamma, beta: [C].
+std::vector<at::Tensor> conv_norm_relu_pool_forward(at::Tensor x, at::Tensor w0, at::Tensor b0,
+                                                    int64_t pad, at::Tensor gamma,
+                                                    at::Tensor beta, double eps, bool out_bf16) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4, "conv_norm_relu_pool: x must be [N, Cin, H, W] on the CPU");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "conv_norm_relu_pool: float32 or float64");
+  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), C = w0.size(0);
+  TORCH_CHECK(w0.dim() == 4 && w0.size(1) == Cin && w0.size(2) == 3 && w0.size(3) == 3,
+              "conv_norm_relu_pool: weight must be [C, Cin, 3, 3]");
+  const int64_t Hc = H + 2 * pad - 2, Wc = W + 2 * pad - 2;
+  TORCH_CHECK(pad >= 0 && Hc >= 2 && Wc >= 2, "conv_norm_relu_pool: output smaller than 2x2");
+  const auto dt = x.scalar_type();
+  x = x.contiguous();
+  auto wt = w0.to(dt).reshape({C, Cin * 9}).t().contiguous();
+  b0 = b0.to(dt).contiguous();
+  gamma = gamma.to(dt).contiguous();
+  beta = beta.to(dt).contiguous();
+  TORCH_CHECK(!out_bf16 || dt == at::kFloat, "conv_norm_relu_pool: bf16 output needs float32 x");
+  auto out = at::empty({N, C, Hc / 2, Wc / 2},
+                       x.options().dtype(out_bf16 ? at::kBFloat16 : dt)
+                           .memory_format(at::MemoryFormat::ChannelsLast));
+  auto mean = at::empty({N, C}, x.options());
+  auto rstd = at::empty({N, C}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(dt, "conv_norm_relu_pool_forward", [&] {
+    if (out_bf16) {
+      stem_forward_kernel<scalar_t, c10::BFloat16>(
+          x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), b0.data_ptr<scalar_t>(),
+          gamma.data_ptr<scalar_t>(), beta.data_ptr<scalar_t>(), out.data_ptr<c10::BFloat16>(),
+          mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), N, Cin, C, H, W, pad, eps);
+    } else {
+      stem_forward_kernel<scalar_t, scalar_t>(
+          x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), b0.data_ptr<scalar_t>(),
+          gamma.data_ptr<scalar_t>(), beta.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+          mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), N, Cin, C, H, W, pad, eps);
+    }
+  });
+  return {out, mean, rstd};
+}
+
+// returns dL/dx (empty when not wanted), dL/dw0, dL/db0, dL/dgamma, dL/dbeta
+std::vector<at::Tensor> conv_norm_relu_pool_backward(at::Tensor gy, at::Tensor x, at::Tensor mean,
+                                                     at::Tensor rstd, at::Tensor w0,
+                                                     at::Tensor b0, int64_t pad,
+                                                     at::Tensor gamma, at::Tensor beta,
+                                                     bool input_grad) {
+  const auto dt = x.scalar_type();
+  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), C = w0.size(0);
+  const int64_t Hc = H + 2 * pad - 2, Wc = W + 2 * pad - 2;
+  TORCH_CHECK(gy.dim() == 4 && gy.size(0) == N && gy.size(1) == C && gy.size(2) == Hc / 2 &&
+              gy.size(3) == Wc / 2, "conv_norm_relu_pool: grad_out has shape ", gy.sizes());
+  x = x.contiguous();
+  const bool g_bf16 = gy.scalar_type() == at::kBFloat16 && dt == at::kFloat;
+  gy = (g_bf16 ? gy : gy.to(dt)).contiguous(at::MemoryFormat::ChannelsLast);
+  auto wt = w0.to(dt).reshape({C, Cin * 9}).t().contiguous();
+  b0 = b0.to(dt).contiguous();
+  gamma = gamma.to(dt).contiguous();
+  beta = beta.to(dt).contiguous();
+  mean = mean.to(dt).contiguous();
+  rstd = rstd.to(dt).contiguous();
+  const int64_t K = Cin * 9;
+  auto part = at::zeros({at::get_num_threads(), K * C + 3 * C}, x.options());
+  at::Tensor gx = input_grad ? at::empty({N, Cin, H, W}, x.options()) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(dt, "conv_norm_relu_pool_backward", [&] {
+    scalar_t* gxp = input_grad ? gx.data_ptr<scalar_t>() : nullptr;
+    if (g_bf16) {
+      stem_backward_kernel<scalar_t, c10::BFloat16>(
+          gy.data_ptr<c10::BFloat16>(), x.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(),
+          rstd.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), b0.data_ptr<scalar_t>(),
+          gamma.data_ptr<scalar_t>(), beta.data_ptr<scalar_t>(), gxp, part.data_ptr<scalar_t>(),
+          N, Cin, C, H, W, pad, dt);
+    } else {
+      stem_backward_kernel<scalar_t, scalar_t>(
+          gy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(),
+          rstd.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), b0.data_ptr<scalar_t>(),
+          gamma.data_ptr<scalar_t>(), beta.data_ptr<scalar_t>(), gxp, part.data_ptr<scalar_t>(),
+          N, Cin, C, H, W, pad, dt);
+    }
+  });
+  auto s = part.sum(0);
+  auto gw0 = s.slice(0, 0, K * C).reshape({Cin, 3, 3, C}).permute({3, 0, 1, 2}).contiguous();
+  auto gb0 = s.slice(0, K * C, K * C + C).clone();
+  auto gbeta = s.slice(0, K * C + C, K * C + 2 * C).clone();
+  auto ggamma = s.slice(0, K * C + 2 * C, K * C + 3 * C).clone();
+  return {input_grad ? gx : at::zeros({0}, x.options()), gw0, gb0, ggamma, gbeta};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &norm_relu_pool_forward, "instance norm -> ReLU -> 2x2 avg pool (NHWC)");
   m.def("backward", &norm_relu_pool_backward, "its first-order backward");
+  m.def("stem_forward", &conv_norm_relu_pool_forward,
+        "conv3x3 -> instance norm -> ReLU -> 2x2 avg pool (the first block, conv fused)");
+  m.def("stem_backward", &conv_norm_relu_pool_backward, "its first-order backward");
 }

@@ -6,9 +6,10 @@ as im2col + 1x1 conv because oneDNN's single-channel kernel is slow, see ``layer
 Registered variants: depth ``convnet_d1..d4``, width ``convnet_w32..w256``, norm
 ``convnet_nn/bn/in/ln/gn``, pooling ``convnet_ap/mp/np``.
 
-Inside ``runtime.fused_kernels()`` each ``instance norm -> ReLU -> avg pool`` block runs as one
-fused CPU kernel (``models/fused.py``; same function, same parameters and state dict) and the
-activations flow in channels-last memory, which the convolutions also prefer.
+Inside ``runtime.fused_kernels()`` the first block (conv -> instance norm -> ReLU -> avg pool)
+runs as one fused CPU kernel and every later ``instance norm -> ReLU -> avg pool`` as another
+(``models/fused.py``; same function, same parameters and state dict); the activations flow in
+channels-last memory, which the convolutions also prefer.
 """
 from __future__ import annotations
 
@@ -52,11 +53,18 @@ class ConvNet(nn.Module):
         return self.features(x).flatten(1)
 
     def _fused_features(self, x: torch.Tensor) -> torch.Tensor:
-        from .fused import applicable, norm_relu_pool
+        from .fused import applicable, conv_norm_relu_pool, norm_relu_pool
         layers = list(self.features)
-        if x.dim() == 4 and not isinstance(layers[0], GrayStemConv2d):
-            x = x.contiguous(memory_format=torch.channels_last)  # convs then stay channels-last
         i = 0
+        conv = layers[0]
+        if 1 in self._fusable and _stem_fusable(conv, x):
+            # the first block with its convolution in one kernel (its output stays in cache)
+            norm = layers[1]
+            x = conv_norm_relu_pool(x, conv.weight, conv.bias, conv.padding[0], norm.weight,
+                                    norm.bias, norm.eps)
+            i = 4
+        elif x.dim() == 4 and not isinstance(conv, GrayStemConv2d):
+            x = x.contiguous(memory_format=torch.channels_last)  # convs then stay channels-last
         while i < len(layers):
             m = layers[i]
             if i in self._fusable and applicable(x):
@@ -69,6 +77,16 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
+
+
+def _stem_fusable(conv: nn.Module, x: torch.Tensor) -> bool:
+    """A first layer the fused first-block kernel computes: 3x3, stride 1, symmetric zero
+    padding, with a bias, on a float32/float64 image batch of at most 4 channels."""
+    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is not None
+            and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
+            and conv.padding[0] == conv.padding[1] and conv.in_channels <= 4
+            and x.dim() == 4 and x.dtype in (torch.float32, torch.float64))
 
 
 MODELS.register("convnet", ConvNet)

@@ -1,11 +1,18 @@
-"""Fused CPU kernel for the ConvNet block ``instance norm -> ReLU -> 2x2 average pool``.
+"""Fused CPU kernels for the ConvNet's blocks.
 
 Opt-in (``datadistill.runtime.fused_kernels()``, a distiller's ``fused=True``, the CLI's
-``--fused``): the same function as ``GroupNorm(C, C) -> ReLU -> AvgPool2d(2)``, computed by a
-small C++ extension (``csrc/norm_relu_pool.cpp``) that reads each image's activations from
-memory once per direction instead of in several full passes. On the Fashion-MNIST ConvNet
-(one thread) it takes a compiled training step from ~163 to ~146 ms at batch 100 — the
-convolutions are then ~88 % of the step (BENCHMARKS.md, issue 3's speed section).
+``--fused``). Two kernels in a small C++ extension (``csrc/norm_relu_pool.cpp``):
+
+* ``norm_relu_pool``: ``GroupNorm(C, C) -> ReLU -> AvgPool2d(2)``, reading each image's
+  activations from memory once per direction instead of in several full passes;
+* ``conv_norm_relu_pool``: the first block with its convolution (3x3, stride 1, 1-4 input
+  channels). The convolution's output, the network's largest activation (52 MB per 100
+  Fashion-MNIST images at width 128), is computed per image in a cache-resident buffer,
+  normalised and pooled there and recomputed in the backward pass: it never goes to memory.
+
+On the Fashion-MNIST ConvNet (one thread, batch 100) a training step takes ~134 ms instead of
+~169 (compiled) or ~213 (eager); in bf16 ~75 instead of ~95 — the remaining time is almost all
+the 128-channel convolutions (BENCHMARKS.md, issue 3's speed section).
 
 * Built on first use with the system C++ compiler (the one ``torch.compile`` also needs) and
   ninja, then cached (``build_dir()``), keyed by the source, torch version and CPU; ``build()`` raises ``RuntimeError`` with the
@@ -178,6 +185,103 @@ def _differentiable_backward(gy: Tensor, x: Tensor, weight: Tensor, bias: Tensor
     gx = rstd * (gxhat - gxhat.mean(dim=(2, 3), keepdim=True)
                  - xhat * (gxhat * xhat).mean(dim=(2, 3), keepdim=True))
     return gx.to(x.dtype), gw.to(weight.dtype), gb.to(bias.dtype)
+
+
+# -- the first block with its convolution --------------------------------------------------------
+def conv_reference(x: Tensor, conv_weight: Tensor, conv_bias: Tensor, padding: int,
+                   weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """``conv3x3 (stride 1, zero padding) -> instance norm -> ReLU -> 2x2 avg pool``."""
+    return reference(F.conv2d(x, conv_weight, conv_bias, padding=padding), weight, bias, eps)
+
+
+@torch.library.custom_op("datadistill::conv_norm_relu_pool_fwd", mutates_args=())
+def _stem_fwd(x: Tensor, conv_weight: Tensor, conv_bias: Tensor, padding: int, weight: Tensor,
+              bias: Tensor, eps: float, out_bf16: bool) -> tuple[Tensor, Tensor, Tensor]:
+    out, mean, rstd = build().stem_forward(x, conv_weight, conv_bias, padding, weight, bias, eps,
+                                           out_bf16)
+    return out, mean, rstd
+
+
+@_stem_fwd.register_fake
+def _(x, conv_weight, conv_bias, padding, weight, bias, eps, out_bf16):
+    n, c = x.shape[0], conv_weight.shape[0]
+    h, w = x.shape[2] + 2 * padding - 2, x.shape[3] + 2 * padding - 2
+    out = x.new_empty((n, c, h // 2, w // 2), dtype=torch.bfloat16 if out_bf16 else x.dtype)
+    out = out.contiguous(memory_format=torch.channels_last)
+    return out, x.new_empty((n, c)), x.new_empty((n, c))
+
+
+@torch.library.custom_op("datadistill::conv_norm_relu_pool_bwd", mutates_args=())
+def _stem_bwd(grad_out: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, conv_weight: Tensor,
+              conv_bias: Tensor, padding: int, weight: Tensor, bias: Tensor,
+              input_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    gx, gcw, gcb, gw, gb = build().stem_backward(grad_out, x, mean, rstd, conv_weight, conv_bias,
+                                                 padding, weight, bias, input_grad)
+    return (gx, gcw.to(conv_weight.dtype), gcb.to(conv_bias.dtype), gw.to(weight.dtype),
+            gb.to(bias.dtype))
+
+
+@_stem_bwd.register_fake
+def _(grad_out, x, mean, rstd, conv_weight, conv_bias, padding, weight, bias, input_grad):
+    gx = torch.empty_like(x, memory_format=torch.contiguous_format) if input_grad else \
+        x.new_empty((0,))
+    return (gx, conv_weight.new_empty(conv_weight.shape), conv_bias.new_empty(conv_bias.shape),
+            weight.new_empty(weight.shape), bias.new_empty(bias.shape))
+
+
+class _ConvNormReluPool(torch.autograd.Function):
+    @staticmethod
+    def forward(x, conv_weight, conv_bias, padding, weight, bias, eps, out_bf16):
+        return _stem_fwd(x, conv_weight, conv_bias, padding, weight, bias, eps, out_bf16)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, conv_weight, conv_bias, padding, weight, bias, eps, _ = inputs
+        ctx.save_for_backward(x, conv_weight, conv_bias, weight, bias, output[1], output[2])
+        ctx.padding, ctx.eps = padding, eps
+        ctx.mark_non_differentiable(output[1], output[2])
+
+    @staticmethod
+    def backward(ctx, grad_out, _gm, _gr):
+        x, cw, cb, weight, bias, mean, rstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a graph of the backward: differentiable torch ops
+            with torch.autocast("cpu", enabled=False):  # the forward ran in x's dtype
+                return _stem_differentiable_backward(ctx, grad_out, x, cw, cb, weight, bias)
+        gx, gcw, gcb, gw, gb = _stem_bwd(grad_out, x, mean, rstd, cw, cb, ctx.padding, weight,
+                                         bias, bool(ctx.needs_input_grad[0]))
+        return (gx if ctx.needs_input_grad[0] else None), gcw, gcb, None, gw, gb, None, None
+
+
+def _stem_differentiable_backward(ctx, grad_out, x, cw, cb, weight, bias):
+    z = F.conv2d(x, cw, cb, padding=ctx.padding)
+    gz, gw, gb = _differentiable_backward(grad_out, z, weight, bias, ctx.eps)
+    gx = torch.nn.grad.conv2d_input(x.shape, cw, gz, padding=ctx.padding) \
+        if ctx.needs_input_grad[0] else None
+    gcw = torch.nn.grad.conv2d_weight(x, cw.shape, gz, padding=ctx.padding)
+    return gx, gcw, gz.sum(dim=(0, 2, 3)), None, gw, gb, None, None
+
+
+def conv_norm_relu_pool(x: Tensor, conv_weight: Tensor, conv_bias: Tensor, padding: int,
+                        weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """The ConvNet's first block in one kernel: ``conv_reference`` (3x3 convolution with stride
+    1 and zero ``padding``, then instance norm, ReLU, 2x2 average pooling). The convolution's
+    output, the network's largest activation, never goes to memory: it is computed per image in
+    a cache-resident buffer, and recomputed in the backward pass. ``x`` is ``[N, Cin, H, W]``
+    float32/float64 on the CPU (under bf16 autocast this block runs in float32); the output is
+    channels-last, and bfloat16 under CPU bf16 autocast (the next convolution's input type).
+    For a first layer only: its cost grows with ``Cin``."""
+    if x.dim() != 4 or conv_weight.shape[2:] != (3, 3) or conv_weight.shape[1] != x.shape[1]:
+        raise ValueError(f"conv_norm_relu_pool needs x [N, Cin, H, W] and a [C, Cin, 3, 3] "
+                         f"weight, got {tuple(x.shape)} and {tuple(conv_weight.shape)}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"conv_norm_relu_pool supports float32 and float64, not {x.dtype}")
+    if torch._C._functorch.maybe_current_level() is not None:
+        return conv_reference(x, conv_weight, conv_bias, padding, weight, bias, eps)
+    dt = x.dtype
+    out_bf16 = (dt == torch.float32 and torch.is_autocast_enabled("cpu")
+                and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+    return _ConvNormReluPool.apply(x, conv_weight.to(dt), conv_bias.to(dt), int(padding),
+                                   weight.to(dt), bias.to(dt), float(eps), out_bf16)[0]
 
 
 def norm_relu_pool(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
