@@ -293,6 +293,43 @@ inline void stem_conv_image(const T* __restrict__ cols, const T* __restrict__ wt
   }
 }
 
+// dL/dw0 += cols^T @ gz and dL/db0 += sum gz for one image, K fixed at compile time: per block
+// of 16 channels the K + 1 accumulators stay in registers over all pixels.
+template <typename T, int KK>
+inline void stem_wgrad_fixed(const T* __restrict__ cols, const T* __restrict__ gz,
+                             T* __restrict__ gw, T* __restrict__ gb, int64_t P, int64_t C) {
+  constexpr int B = 16;
+  int64_t cb = 0;
+  for (; cb + B <= C; cb += B) {
+    T acc[KK][B];
+    T accb[B];
+    for (int k = 0; k < KK; ++k)
+      for (int c = 0; c < B; ++c) acc[k][c] = T(0);
+    for (int c = 0; c < B; ++c) accb[c] = T(0);
+    for (int64_t p = 0; p < P; ++p) {
+      const T* __restrict__ g = gz + p * C + cb;
+      const T* __restrict__ cp = cols + p * KK;
+#pragma omp simd
+      for (int c = 0; c < B; ++c) accb[c] += g[c];
+#pragma GCC unroll 27
+      for (int k = 0; k < KK; ++k) {
+        const T v = cp[k];
+#pragma omp simd
+        for (int c = 0; c < B; ++c) acc[k][c] += v * g[c];
+      }
+    }
+    for (int k = 0; k < KK; ++k)
+      for (int c = 0; c < B; ++c) gw[k * C + cb + c] += acc[k][c];
+    for (int c = 0; c < B; ++c) gb[cb + c] += accb[c];
+  }
+  for (int64_t p = 0; p < P; ++p)  // the last channels (C not a multiple of 16)
+    for (int64_t c = cb; c < C; ++c) {
+      const T g = gz[p * C + c];
+      gb[c] += g;
+      for (int k = 0; k < KK; ++k) gw[k * C + c] += cols[p * KK + k] * g;
+    }
+}
+
 template <typename T, typename TO>
 void stem_forward_kernel(const T* X, const T* wt, const T* b0, const T* Wt, const T* Bt, TO* O,
                          T* M, T* R, int64_t N, int64_t Cin, int64_t C, int64_t H, int64_t W,
@@ -340,12 +377,18 @@ void stem_backward_kernel(const TG* G, const T* X, const T* M, const T* R, const
       stem_conv_image<T>(cols.data(), wt, b0, z.data(), PX, K, C);
       backward_image<T, T, TG>(G + n * HoWo * C, z.data(), M + n * C, R + n * C, Wt, Bt,
                                gz.data(), pbeta, pgamma, buf.data(), nullptr, false, C, Hc, Wc);
-      for (int64_t q = 0; q < PX; ++q) {
-        const T* __restrict__ g = gz.data() + q * C;
+      if (K == 9) {
+        stem_wgrad_fixed<T, 9>(cols.data(), gz.data(), gw0, gb0, PX, C);
+      } else if (K == 27) {
+        stem_wgrad_fixed<T, 27>(cols.data(), gz.data(), gw0, gb0, PX, C);
+      } else {
+        for (int64_t q = 0; q < PX; ++q) {
+          const T* __restrict__ g = gz.data() + q * C;
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) gb0[c] += g[c];
+          for (int64_t c = 0; c < C; ++c) gb0[c] += g[c];
+        }
+        t_gw.addmm_(t_cols.t(), t_gz);  // dL/dw0 as [K][C]
       }
-      t_gw.addmm_(t_cols.t(), t_gz);  // dL/dw0 as [K][C]
       if (GXin != nullptr) {
         at::mm_out(t_gcols, t_gz, t_wt.t());  // dL/dcols
         std::fill(gxp.begin(), gxp.end(), T(0));
