@@ -15,8 +15,9 @@ On the Fashion-MNIST ConvNet (one thread, batch 100) a training step takes ~134 
 the 128-channel convolutions (BENCHMARKS.md, issue 3's speed section).
 
 * Built on first use with the system C++ compiler (the one ``torch.compile`` also needs) and
-  ninja, then cached (``build_dir()``), keyed by the source, torch version and CPU; ``build()`` raises ``RuntimeError`` with the
-  compiler's message when that fails — nothing falls back silently.
+  ninja, then cached (``build_dir()``), keyed by the source, torch version and CPU;
+  ``build()`` raises ``RuntimeError`` with the compiler's message when that fails — nothing
+  falls back silently.
 * First-order backward is the fused kernel. When a graph of the backward is requested
   (``create_graph=True``: gradient matching's synthetic side, MTT's unroll; and always under
   ``torch.func`` transforms, which differentiate with a graph) the backward is the same
@@ -26,7 +27,9 @@ the 128-channel convolutions (BENCHMARKS.md, issue 3's speed section).
   kernel's backward would be replaced by differentiable ops anyway, and a compiled ``grad`` of
   ``grad`` cannot differentiate through an opaque kernel.
 * float32, float64 and bfloat16 activations (bf16: math in float32, as autocast runs the
-  reference norm); CPU tensors only.
+  reference norm; the first block computes in float32 and hands bf16 on); CPU tensors only.
+* Not for MTT-style unrolls: there every block's backward needs a graph, which the kernels
+  give only as differentiable torch ops (measured slower than the reference, BENCHMARKS.md).
 """
 from __future__ import annotations
 
