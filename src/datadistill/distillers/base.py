@@ -71,7 +71,7 @@ class Distiller:
     device: str | None = None
 
     #: settings that change speed, not results: a run may resume with different values
-    RUNTIME_ONLY: ClassVar[tuple[str, ...]] = ("fused", "compile", "device")
+    RUNTIME_ONLY: ClassVar[tuple[str, ...]] = ("fused", "compile")  # (device: not in params)
 
     def __post_init__(self):
         check_precision(self.precision)

@@ -176,7 +176,7 @@ class DC(Distiller):
         """Gradient of the label loss of ``net`` on ``(x, y)`` w.r.t. ``params``; with
         ``create_graph`` it stays differentiable w.r.t. ``x`` (second order)."""
         if not create_graph and self.real_grad_ is not None and len(params) == len(self.names_):
-            g = self.real_grad_(dict(zip(self.names_, (p.detach() for p in params))), x, y)
+            g = self.real_grad_(dict(zip(self.names_, params)), x, y)  # (it detaches them)
             return [t.float() for t in g.values()]
         with autocast(self.device_, self.precision):
             out = net(x)
@@ -205,7 +205,7 @@ class DC(Distiller):
         total = None
         for xr, yr, xs, ys in self.class_batches(real, syn):
             g_real = self.loss_gradient(net, params, xr, yr)
-            if self._use_compiled_syn(syn, ys, params):
+            if self._use_compiled_syn(syn):
                 d = self._compiled_term(params, g_real, xs, ys)
             else:
                 g_syn = self.loss_gradient(net, params, xs, ys, syn.label_format, create_graph=True)
@@ -213,10 +213,9 @@ class DC(Distiller):
             total = d if total is None else total + d
         return total
 
-    def _use_compiled_syn(self, syn, ys: Tensor, params) -> bool:
-        # hard labels that are not learned, all parameters matched (the compiled graph's case)
-        return (self.syn_grad_ is not None and syn.label_format == "hard" and not ys.requires_grad
-                and len(params) == len(self.names_))
+    def _use_compiled_syn(self, syn) -> bool:
+        # hard labels (fixed), the compiled graph's case; matching_loss matches all parameters
+        return self.syn_grad_ is not None and syn.label_format == "hard"
 
     def _compiled_term(self, params, g_real, xs: Tensor, ys: Tensor) -> Tensor:
         """One matching term D through the compiled synthetic side, returned as a tensor whose
