@@ -106,6 +106,156 @@ def test_second_order_through_the_differentiable_backward():
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
 
 
+def _double_backward(fn, x, w, b, gy, v):
+    """Gradients of <v, (dL/dx, dL/dw, dL/db)> w.r.t. (gy, x, w): what an unroll's outer
+    backward asks of a block's backward."""
+    gy = gy.clone().requires_grad_()
+    g = torch.autograd.grad(fn(x, w, b, 1e-5), (x, w, b), gy, create_graph=True)
+    inner = sum((a * t).sum() for a, t in zip(g, v))
+    return g, torch.autograd.grad(inner, (gy, x, w))
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 6, 6), (2, 5, 7, 9), (2, 130, 4, 5), (1, 3, 2, 2)])
+def test_double_backward_kernel_equals_autograd_of_the_reference(shape, monkeypatch):
+    """MTT's unroll differentiates the backward: the double-backward kernel (not torch ops)
+    gives the reference's second derivatives w.r.t. the incoming gradient, the input and the
+    norm weight, in float64, at odd sizes too (dropped row/column) and C not a multiple of 16."""
+    calls = []
+    real = fused._dbwd
+    monkeypatch.setattr(fused, "_dbwd", lambda *a: calls.append(1) or real(*a))
+    x, w, b, gy = _block(shape)
+    g = torch.Generator().manual_seed(7)
+    v = [torch.randn(t.shape, generator=g, dtype=F64) for t in (x, w, b)]
+    g_ref, d_ref = _double_backward(fused.reference, x, w, b, gy, v)
+    g_out, d_out = _double_backward(fused.norm_relu_pool, x, w, b, gy, v)
+    assert calls, "the double-backward kernel was not used"
+    for a, r in zip(g_out + d_out, g_ref + d_ref):
+        torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-12)
+    # only the norm weight's gradient arrives (v_x, v_b None inside the kernel's caller)
+    gw = torch.autograd.grad(fused.norm_relu_pool(x, w, b, 1e-5), w, gy, create_graph=True)[0]
+    ref_w = torch.autograd.grad(fused.reference(x, w, b, 1e-5), w, gy, create_graph=True)[0]
+    torch.testing.assert_close(torch.autograd.grad(gw.sum(), x)[0],
+                               torch.autograd.grad(ref_w.sum(), x)[0], rtol=1e-9, atol=1e-12)
+
+
+def test_double_backward_formula_and_third_order():
+    """The torch-op double backward (used for a third derivative) is the kernel's formula, and
+    a third derivative through it equals the reference's."""
+    x, w, b, gy = _block((2, 6, 5, 6))
+    g = torch.Generator().manual_seed(3)
+    v = [torch.randn(t.shape, generator=g, dtype=F64) for t in (x, w, b)]
+    stats = torch.var_mean(x.detach(), dim=(2, 3), correction=0)
+    mean, rstd = stats[1], torch.rsqrt(stats[0] + 1e-5)
+    k = fused._dbwd(gy, x.detach(), mean, rstd, w.detach(), b.detach(), *v)
+    f = fused._differentiable_double_backward(gy, x.detach(), w.detach(), b.detach(), 1e-5, *v)
+    for a, r in zip(k, f):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
+
+    def third(fn):
+        gyr = gy.clone().requires_grad_()
+        gr = torch.autograd.grad(fn(x, w, b, 1e-5), (x, w), gyr, create_graph=True)
+        d = torch.autograd.grad(sum((t * t).sum() for t in gr), (gyr, x), create_graph=True)
+        return torch.autograd.grad(sum((t * t).sum() for t in d), (x, w))
+
+    for a, r in zip(third(fused.norm_relu_pool), third(fused.reference)):
+        torch.testing.assert_close(a, r, rtol=1e-8, atol=1e-11)
+
+
+def test_double_backward_kernel_in_bfloat16():
+    """bf16 activations (MTT under autocast): the kernel computes in float32 from the bf16
+    values; the same values through the float32 formula agree to bf16 rounding of the outputs."""
+    x, w, b, gy = _block((4, 32, 8, 8), dtype=torch.float32)
+    xb, gb_ = x.detach().bfloat16(), gy.bfloat16()
+    g = torch.Generator().manual_seed(5)
+    vx = torch.randn(x.shape, generator=g).bfloat16()
+    vw, vb = torch.randn(32, generator=g), torch.randn(32, generator=g)
+    stats = torch.var_mean(xb.float(), dim=(2, 3), correction=0)
+    mean, rstd = stats[1], torch.rsqrt(stats[0] + 1e-5)
+    k = fused._dbwd(gb_, xb, mean, rstd, w.detach(), b.detach(), vx, vw, vb)
+    assert (k[0].dtype, k[1].dtype, k[2].dtype) == (torch.bfloat16, torch.bfloat16, torch.float32)
+    f = fused._differentiable_double_backward(gb_.float(), xb.float(), w.detach(), b.detach(),
+                                              1e-5, vx.float(), vw, vb)
+    for a, r in zip(k, f):
+        assert float((a.float() - r).abs().max()) <= 1e-2 * float(r.abs().max())
+
+
+def test_conv2d_double_backward_equals_autograd():
+    """``fused.conv2d``: the values and the first and second derivatives of ``F.conv2d``; its
+    double backward computes the weight-shaped term with a weight-gradient kernel."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 7, 6, generator=g, dtype=F64).requires_grad_()
+    w = torch.randn(5, 4, 3, 3, generator=g, dtype=F64).requires_grad_()
+    b = torch.randn(5, generator=g, dtype=F64).requires_grad_()
+    gy = torch.randn(3, 5, 7, 6, generator=g, dtype=F64)
+    v = [torch.randn(t.shape, generator=g, dtype=F64) for t in (x, w, b)]
+
+    def run(fn):
+        gyr = gy.clone().requires_grad_()
+        y = fn(x, w, b, 1)
+        gr = torch.autograd.grad(y, (x, w, b), gyr, create_graph=True)
+        inner = sum((a * t).sum() for a, t in zip(gr, v))
+        return (y, *gr, *torch.autograd.grad(inner, (gyr, x, w)))
+
+    ref = run(lambda x, w, b, p: torch.nn.functional.conv2d(x, w, b, padding=p))
+    for a, r in zip(run(fused.conv2d), ref):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradgradcheck(lambda x, w, b: fused.conv2d(x, w, b, 1),
+                                        (x[:1, :2, :4, :4].detach().requires_grad_(),
+                                         w[:2, :2].detach().requires_grad_(),
+                                         b[:2].detach().requires_grad_()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fused.conv2d(x.float(), w.float(), b.float(), 1).dtype == torch.bfloat16
+
+
+def test_mtt_with_the_kernels_follows_the_same_trajectory(monkeypatch):
+    """Two MTT iterations (3-step unrolls; the outer gradient goes through every step's
+    backward) in float64: with the kernels (the double-backward kernel is called) the
+    same summary and step size as the reference, to rounding."""
+    from datadistill.data import load_dataset
+    from datadistill.experts import ExpertTrajectories, flat_parameters
+    calls = []
+    real = fused._dbwd
+    monkeypatch.setattr(fused, "_dbwd", lambda *a: calls.append(1) or real(*a))
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(F64)
+    try:
+        data = load_dataset("digits")
+        data.train.x = data.train.x.double()
+        runs = []
+        for flag in (False, True):
+            d = create_distiller("mtt", iterations=2, syn_steps=3, expert_epochs=1,
+                                 max_start_epoch=1, num_experts=1, train_epochs=2, fused=flag,
+                                 device="cpu", seed=0, lr_img=100.0)
+
+            class Traj(ExpertTrajectories):  # a fixed two-epoch segment from the model's init
+                def __init__(self, real_, model):
+                    net = create_model(model, real_.info,
+                                       generator=torch.Generator().manual_seed(0)).double()
+                    p0 = flat_parameters(net)
+                    p1 = p0 + 1e-2 * torch.randn(p0.shape, generator=torch.Generator()
+                                                 .manual_seed(1), dtype=F64)
+                    self.traj = torch.stack([p0, p1, p1 + (p1 - p0)])
+                    self.num_params = p0.numel()
+
+                def __len__(self):
+                    return 1
+
+                def __getitem__(self, i):
+                    return self.traj
+
+            d.experts = lambda r, d=d: Traj(r, d.model)
+            syn = d.init_synset(data, ipc=2)
+            x_init = syn.x.detach().clone()
+            d.distill(data, syn)
+            runs.append((syn.x.detach().clone(), float(syn.lr.detach())))
+    finally:
+        torch.set_default_dtype(prev)
+    assert calls, "the double-backward kernel was not used"
+    (x0, lr0), (x1, lr1) = runs
+    assert x0.dtype == F64 and float((x0 - x_init).abs().max()) > 1e-6  # the summary moved
+    assert float((x0 - x1).abs().max()) < 1e-9 and abs(lr0 - lr1) < 1e-12
+
+
 def test_grad_of_grad_under_torch_func():
     from torch.func import functional_call, grad
     info = DataInfo(name="t", modality="image", num_classes=10, shape=(1, 12, 12))

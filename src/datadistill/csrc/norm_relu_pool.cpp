@@ -224,6 +224,162 @@ void backward_kernel(const T* G, const T* X, const A* M, const A* R, const A* Wt
   });
 }
 
+// ---- double backward (the backward of the backward, for unrolled training: MTT) ----
+// The first-order backward maps (g = dL/dy, x, w) to (dL/dx, dL/dw, dL/db). Given the
+// gradients (vx, vw, vb) arriving at those three outputs, this returns their gradients with
+// respect to g, x and w (b enters only through the ReLU mask: zero almost everywhere). Per
+// image and channel, with xhat = (x - m) r, gn = [z > 0] * up(g) / 4 (0 on rows/columns the
+// pooling dropped), N = H * W and the sums
+//   Ab = mean(vx), Axb = mean(vx xhat), Sag = sum(vx gn), Sg = sum(gn), Sxg = sum(xhat gn),
+//   A = N Axb, B = w Sxg, S1 = w (Sag - Ab Sg):
+//   d/dg = pool([z > 0] * (w r vx + xhat (vw - w r Axb) + vb - w r Ab))   (pool = 2x2 mean)
+//   d/dw = sum over images of r (Sag - Ab Sg - Axb Sxg)
+//   d/dx = al vx + be gn + ga xhat + de, with k = r^2 / N:
+//     al = -k B,  be = -k A w + vw r,  ga = k (3 B Axb - S1) - vw r Sxg / N,
+//     de = k (B Ab + A w Sg / N) - vw r Sg / N.
+// Two passes over each image (reductions; then d/dx and d/dg), the image staying in cache.
+template <typename T, typename A>
+inline void double_backward_image(const T* __restrict__ gi, const T* __restrict__ xi,
+                                  const T* __restrict__ vi, const A* __restrict__ m,
+                                  const A* __restrict__ r, const A* __restrict__ Wt,
+                                  const A* __restrict__ Bt, const A* __restrict__ VW,
+                                  const A* __restrict__ VB, T* __restrict__ dgi,
+                                  T* __restrict__ dxi, A* __restrict__ pw, A* __restrict__ buf,
+                                  int64_t C, int64_t H, int64_t W) {
+  const int64_t Ho = H / 2, Wo = W / 2, HW = H * W;
+  A* __restrict__ a = buf;         // z = x * a + bb
+  A* __restrict__ bb = a + C;
+  A* __restrict__ sa = bb + C;     // sum vx
+  A* __restrict__ sax = sa + C;    // sum vx xhat
+  A* __restrict__ sag = sax + C;   // sum vx gn
+  A* __restrict__ sg = sag + C;    // sum gn
+  A* __restrict__ sxg = sg + C;    // sum xhat gn
+  A* __restrict__ ka = sxg + C;    // d/dg (before masking): ka vx + kx xhat + k0
+  A* __restrict__ kx = ka + C;
+  A* __restrict__ k0 = kx + C;
+  A* __restrict__ al = k0 + C;     // d/dx = al vx + be gn + ga xhat + de
+  A* __restrict__ be = al + C;
+  A* __restrict__ ga = be + C;
+  A* __restrict__ de = ga + C;
+  for (int64_t c = 0; c < C; ++c) {
+    a[c] = r[c] * Wt[c];
+    bb[c] = Bt[c] - m[c] * a[c];
+    sa[c] = sax[c] = sag[c] = sg[c] = sxg[c] = A(0);
+  }
+  // pass 1: the sums
+  for (int64_t i = 0; i < H; ++i) {
+    for (int64_t j = 0; j < W; ++j) {
+      const int64_t off = (i * W + j) * C;
+      const T* __restrict__ xp = xi + off;
+      const T* __restrict__ vp = vi + off;
+      if (i >= 2 * Ho || j >= 2 * Wo) {
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          const A v = load(vp[c]);
+          sa[c] += v;
+          sax[c] += v * ((load(xp[c]) - m[c]) * r[c]);
+        }
+      } else {
+        const T* __restrict__ gp = gi + ((i / 2) * Wo + j / 2) * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          const A v = load(vp[c]), xv = load(xp[c]);
+          const A xh = (xv - m[c]) * r[c];
+          const A gn = xv * a[c] + bb[c] > A(0) ? A(0.25) * load(gp[c]) : A(0);
+          sa[c] += v;
+          sax[c] += v * xh;
+          sag[c] += v * gn;
+          sg[c] += gn;
+          sxg[c] += xh * gn;
+        }
+      }
+    }
+  }
+  const A invN = A(1) / A(HW);
+  for (int64_t c = 0; c < C; ++c) {
+    const A w = Wt[c], rc = r[c], k = rc * rc * invN;
+    const A Ab = sa[c] * invN, Axb = sax[c] * invN, Af = sax[c];
+    const A B = w * sxg[c], S1 = w * (sag[c] - Ab * sg[c]);
+    pw[c] += rc * (sag[c] - Ab * sg[c] - Axb * sxg[c]);
+    ka[c] = w * rc;
+    kx[c] = VW[c] - w * rc * Axb;
+    k0[c] = VB[c] - w * rc * Ab;
+    al[c] = -k * B;
+    be[c] = -k * Af * w + VW[c] * rc;
+    ga[c] = k * (A(3) * B * Axb - S1) - VW[c] * rc * sxg[c] * invN;
+    de[c] = k * (B * Ab + Af * w * sg[c] * invN) - VW[c] * rc * sg[c] * invN;
+  }
+  // pass 2: d/dx everywhere, d/dg per pooled pixel
+  for (int64_t i = 0; i < Ho; ++i) {
+    for (int64_t j = 0; j < Wo; ++j) {
+      const T* __restrict__ gp = gi + (i * Wo + j) * C;
+      T* __restrict__ dgp = dgi + (i * Wo + j) * C;
+      const int64_t o00 = ((2 * i) * W + 2 * j) * C, o01 = o00 + C, o10 = o00 + W * C,
+                    o11 = o10 + C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const A g4 = A(0.25) * load(gp[c]);
+        A acc = A(0);
+        {
+          const A xv = load(xi[o00 + c]), v = load(vi[o00 + c]);
+          const A xh = (xv - m[c]) * r[c];
+          const bool on = xv * a[c] + bb[c] > A(0);
+          acc += on ? ka[c] * v + kx[c] * xh + k0[c] : A(0);
+          dxi[o00 + c] = store<T, A>(al[c] * v + (on ? be[c] * g4 : A(0)) + ga[c] * xh + de[c]);
+        }
+        {
+          const A xv = load(xi[o01 + c]), v = load(vi[o01 + c]);
+          const A xh = (xv - m[c]) * r[c];
+          const bool on = xv * a[c] + bb[c] > A(0);
+          acc += on ? ka[c] * v + kx[c] * xh + k0[c] : A(0);
+          dxi[o01 + c] = store<T, A>(al[c] * v + (on ? be[c] * g4 : A(0)) + ga[c] * xh + de[c]);
+        }
+        {
+          const A xv = load(xi[o10 + c]), v = load(vi[o10 + c]);
+          const A xh = (xv - m[c]) * r[c];
+          const bool on = xv * a[c] + bb[c] > A(0);
+          acc += on ? ka[c] * v + kx[c] * xh + k0[c] : A(0);
+          dxi[o10 + c] = store<T, A>(al[c] * v + (on ? be[c] * g4 : A(0)) + ga[c] * xh + de[c]);
+        }
+        {
+          const A xv = load(xi[o11 + c]), v = load(vi[o11 + c]);
+          const A xh = (xv - m[c]) * r[c];
+          const bool on = xv * a[c] + bb[c] > A(0);
+          acc += on ? ka[c] * v + kx[c] * xh + k0[c] : A(0);
+          dxi[o11 + c] = store<T, A>(al[c] * v + (on ? be[c] * g4 : A(0)) + ga[c] * xh + de[c]);
+        }
+        dgp[c] = store<T, A>(A(0.25) * acc);
+      }
+    }
+  }
+  // rows/columns the pooling dropped
+  for (int64_t i = 0; i < H; ++i) {
+    for (int64_t j = (i >= 2 * Ho ? 0 : 2 * Wo); j < W; ++j) {
+      const int64_t off = (i * W + j) * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const A xh = (load(xi[off + c]) - m[c]) * r[c];
+        dxi[off + c] = store<T, A>(al[c] * load(vi[off + c]) + ga[c] * xh + de[c]);
+      }
+    }
+  }
+}
+
+template <typename T, typename A>
+void double_backward_kernel(const T* G, const T* X, const T* V, const A* M, const A* R,
+                            const A* Wt, const A* Bt, const A* VW, const A* VB, T* DG, T* DX,
+                            A* P, int64_t N, int64_t C, int64_t H, int64_t W) {
+  const int64_t HW = H * W, HoWo = (H / 2) * (W / 2);
+  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+    A* pw = P + at::get_thread_num() * C;  // this thread's d/dw
+    std::vector<A> buf(14 * C);
+    for (int64_t n = n0; n < n1; ++n)
+      double_backward_image<T, A>(G + n * HoWo * C, X + n * HW * C, V + n * HW * C, M + n * C,
+                                  R + n * C, Wt, Bt, VW, VB, DG + n * HoWo * C, DX + n * HW * C,
+                                  pw, buf.data(), C, H, W);
+  });
+}
+
 // ---- the first block with its convolution: conv3x3(Cin -> C, stride 1, zero padding p) ----
 // The convolution's output (the largest activation of the network) is computed per image
 // into a cache-resident scratch buffer, normalised and pooled there, and recomputed in the
@@ -558,9 +714,44 @@ std::vector<at::Tensor> conv_norm_relu_pool_backward(at::Tensor gy, at::Tensor x
   return {input_grad ? gx : at::zeros({0}, x.options()), gw0, gb0, ggamma, gbeta};
 }
 
+// returns d/dg (pooled shape), d/dx, d/dw for incoming (vx, vw, vb); see double_backward_image
+std::vector<at::Tensor> norm_relu_pool_double_backward(at::Tensor gy, at::Tensor x,
+                                                       at::Tensor mean, at::Tensor rstd,
+                                                       at::Tensor w, at::Tensor b, at::Tensor vx,
+                                                       at::Tensor vw, at::Tensor vb) {
+  check_block(x, w, b);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(gy.dim() == 4 && gy.size(0) == N && gy.size(1) == C && gy.size(2) == H / 2 &&
+              gy.size(3) == W / 2, "norm_relu_pool: grad_out has shape ", gy.sizes());
+  TORCH_CHECK(vx.sizes() == x.sizes(), "norm_relu_pool: grad of dL/dx has shape ", vx.sizes());
+  const auto dt = x.scalar_type(), mt = math_type(dt);
+  x = x.contiguous(at::MemoryFormat::ChannelsLast);
+  gy = gy.to(dt).contiguous(at::MemoryFormat::ChannelsLast);
+  vx = vx.to(dt).contiguous(at::MemoryFormat::ChannelsLast);
+  w = w.to(mt).contiguous();
+  b = b.to(mt).contiguous();
+  vw = vw.to(mt).contiguous();
+  vb = vb.to(mt).contiguous();
+  mean = mean.to(mt).contiguous();
+  rstd = rstd.to(mt).contiguous();
+  auto dg = at::empty_like(gy, gy.options(), at::MemoryFormat::ChannelsLast);
+  auto dx = at::empty_like(x, x.options(), at::MemoryFormat::ChannelsLast);
+  auto part = at::zeros({at::get_num_threads(), C}, w.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dt, "norm_relu_pool_double_backward", [&] {
+    using A = typename Math<scalar_t>::type;
+    double_backward_kernel<scalar_t, A>(
+        gy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), vx.data_ptr<scalar_t>(),
+        mean.data_ptr<A>(), rstd.data_ptr<A>(), w.data_ptr<A>(), b.data_ptr<A>(),
+        vw.data_ptr<A>(), vb.data_ptr<A>(), dg.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(),
+        part.data_ptr<A>(), N, C, H, W);
+  });
+  return {dg, dx, part.sum(0)};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &norm_relu_pool_forward, "instance norm -> ReLU -> 2x2 avg pool (NHWC)");
   m.def("backward", &norm_relu_pool_backward, "its first-order backward");
+  m.def("double_backward", &norm_relu_pool_double_backward, "the backward of its backward");
   m.def("stem_forward", &conv_norm_relu_pool_forward,
         "conv3x3 -> instance norm -> ReLU -> 2x2 avg pool (the first block, conv fused)");
   m.def("stem_backward", &conv_norm_relu_pool_backward, "its first-order backward");

@@ -53,7 +53,7 @@ class ConvNet(nn.Module):
         return self.features(x).flatten(1)
 
     def _fused_features(self, x: torch.Tensor) -> torch.Tensor:
-        from .fused import applicable, conv_norm_relu_pool, norm_relu_pool
+        from .fused import applicable, conv2d, conv_norm_relu_pool, norm_relu_pool
         layers = list(self.features)
         i = 0
         conv = layers[0]
@@ -71,12 +71,25 @@ class ConvNet(nn.Module):
                 x = norm_relu_pool(x, m.weight, m.bias, m.eps)
                 i += 3
                 continue
-            x = m(x, channels_last=True) if isinstance(m, GrayStemConv2d) else m(x)
+            if isinstance(m, GrayStemConv2d):
+                x = m(x, channels_last=True)
+            elif _plain_conv(m) and applicable(x):  # its double backward without a slow term
+                x = conv2d(x, m.weight, m.bias, m.padding[0])
+            else:
+                x = m(x)
             i += 1
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
+
+
+def _plain_conv(m: nn.Module) -> bool:
+    """A convolution ``fused.conv2d`` computes: stride 1, no dilation or groups, symmetric zero
+    padding."""
+    return (type(m) is nn.Conv2d and m.stride == (1, 1) and m.dilation == (1, 1)
+            and m.groups == 1 and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
+            and m.padding[0] == m.padding[1])
 
 
 def _stem_fusable(conv: nn.Module, x: torch.Tensor) -> bool:

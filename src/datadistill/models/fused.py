@@ -161,11 +161,54 @@ class _NormReluPool(torch.autograd.Function):
     def backward(ctx, grad_out, _gm, _gr):
         x, weight, bias, mean, rstd = ctx.saved_tensors
         if torch.is_grad_enabled():
-            # a graph of the backward is wanted (create_graph, torch.func transforms): the same
-            # gradient written in differentiable torch ops
-            return (*_differentiable_backward(grad_out, x, weight, bias, ctx.eps), None)
+            # a graph of the backward is wanted (create_graph: MTT's unroll, gradient matching's
+            # synthetic side): the backward kernel as a differentiable op, whose own backward is
+            # the double-backward kernel
+            return (*_NormReluPoolBackward.apply(grad_out, x, weight, bias, mean, rstd, ctx.eps),
+                    None)
         gx, gw, gb = _bwd(grad_out, x, mean, rstd, weight, bias)
         return gx, gw, gb, None
+
+
+@torch.library.custom_op("datadistill::norm_relu_pool_dbwd", mutates_args=())
+def _dbwd(grad_out: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor, bias: Tensor,
+          v_x: Tensor, v_w: Tensor, v_b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    dg, dx, dw = build().double_backward(grad_out, x, mean, rstd, weight, bias, v_x, v_w, v_b)
+    return dg.to(grad_out.dtype), dx, dw.to(weight.dtype)
+
+
+@_dbwd.register_fake
+def _(grad_out, x, mean, rstd, weight, bias, v_x, v_w, v_b):
+    return (torch.empty_like(grad_out, memory_format=torch.channels_last),
+            torch.empty_like(x, memory_format=torch.channels_last), weight.new_empty(weight.shape))
+
+
+class _NormReluPoolBackward(torch.autograd.Function):
+    """The first-order backward ``(g, x, w, b) -> (dL/dx, dL/dw, dL/db)`` as a differentiable
+    op: forward = the backward kernel, backward = the double-backward kernel (a third
+    derivative, rarely wanted, runs as differentiable torch ops)."""
+
+    @staticmethod
+    def forward(grad_out, x, weight, bias, mean, rstd, eps):
+        return _bwd(grad_out, x, mean, rstd, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grad_out, x, weight, bias, mean, rstd, eps = inputs
+        ctx.save_for_backward(grad_out, x, weight, bias, mean, rstd)
+        ctx.eps = eps
+
+    @staticmethod
+    def backward(ctx, v_x, v_w, v_b):
+        g, x, weight, bias, mean, rstd = ctx.saved_tensors
+        v_x = torch.zeros_like(x) if v_x is None else v_x
+        v_w = torch.zeros_like(weight) if v_w is None else v_w
+        v_b = torch.zeros_like(bias) if v_b is None else v_b
+        if torch.is_grad_enabled():  # a graph of this backward too: differentiable torch ops
+            dg, dx, dw = _differentiable_double_backward(g, x, weight, bias, ctx.eps, v_x, v_w, v_b)
+        else:
+            dg, dx, dw = _dbwd(g, x, mean, rstd, weight, bias, v_x, v_w, v_b)
+        return dg, dx, dw, None, None, None, None
 
 
 def _differentiable_backward(gy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, eps: float):
@@ -188,6 +231,40 @@ def _differentiable_backward(gy: Tensor, x: Tensor, weight: Tensor, bias: Tensor
     gx = rstd * (gxhat - gxhat.mean(dim=(2, 3), keepdim=True)
                  - xhat * (gxhat * xhat).mean(dim=(2, 3), keepdim=True))
     return gx.to(x.dtype), gw.to(weight.dtype), gb.to(bias.dtype)
+
+
+def _differentiable_double_backward(g: Tensor, x: Tensor, weight: Tensor, bias: Tensor,
+                                    eps: float, v_x: Tensor, v_w: Tensor, v_b: Tensor):
+    """What the double-backward kernel computes (see ``csrc``), in differentiable torch ops:
+    the gradients of ``<v_x, dL/dx> + <v_w, dL/dw> + <v_b, dL/db>`` with respect to ``g``,
+    ``x`` and ``w`` (``b`` acts only through the ReLU mask: zero almost everywhere)."""
+    dt = torch.promote_types(x.dtype, weight.dtype)
+    xf, gf, vx = x.to(dt), g.to(dt), v_x.to(dt)
+    h, wd = x.shape[2], x.shape[3]
+    hw = h * wd
+    var, mean = torch.var_mean(xf, dim=(2, 3), correction=0, keepdim=True)
+    r = torch.rsqrt(var + eps)
+    xh = (xf - mean) * r
+    w, b = weight.to(dt).view(1, -1, 1, 1), bias.to(dt).view(1, -1, 1, 1)
+    vw, vb = v_w.to(dt).view(1, -1, 1, 1), v_b.to(dt).view(1, -1, 1, 1)
+    mask = (xh * w + b) > 0
+    up = gf.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) * 0.25
+    if up.shape[2] != h or up.shape[3] != wd:
+        up = F.pad(up, (0, wd - up.shape[3], 0, h - up.shape[2]))
+    gn = up * mask
+
+    def s(t):
+        return t.sum(dim=(2, 3), keepdim=True)
+
+    ab, axb, sag, sg, sxg = s(vx) / hw, s(vx * xh) / hw, s(vx * gn), s(gn), s(xh * gn)
+    a_, b_, s1 = axb * hw, w * sxg, w * (sag - ab * sg)
+    dw = (r * (sag - ab * sg - axb * sxg)).sum(dim=(0, 2, 3))
+    dg = F.avg_pool2d(mask * (w * r * vx + xh * (vw - w * r * axb) + (vb - w * r * ab)), 2)
+    k = r * r / hw
+    dx = (-k * b_) * vx + (-k * a_ * w + vw * r) * gn \
+        + (k * (3 * b_ * axb - s1) - vw * r * sxg / hw) * xh \
+        + k * (b_ * ab + a_ * w * sg / hw) - vw * r * sg / hw
+    return dg.to(g.dtype), dx.to(x.dtype), dw.to(weight.dtype)
 
 
 # -- the first block with its convolution --------------------------------------------------------
@@ -247,20 +324,34 @@ class _ConvNormReluPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out, _gm, _gr):
         x, cw, cb, weight, bias, mean, rstd = ctx.saved_tensors
-        if torch.is_grad_enabled():  # a graph of the backward: differentiable torch ops
+        if torch.is_grad_enabled():  # a graph of the backward: differentiable ops
             with torch.autocast("cpu", enabled=False):  # the forward ran in x's dtype
-                return _stem_differentiable_backward(ctx, grad_out, x, cw, cb, weight, bias)
+                return _stem_differentiable_backward(ctx, grad_out, x, cw, cb, weight, bias,
+                                                     mean, rstd)
         gx, gcw, gcb, gw, gb = _stem_bwd(grad_out, x, mean, rstd, cw, cb, ctx.padding, weight,
                                          bias, bool(ctx.needs_input_grad[0]))
         return (gx if ctx.needs_input_grad[0] else None), gcw, gcb, None, gw, gb, None, None
 
 
-def _stem_differentiable_backward(ctx, grad_out, x, cw, cb, weight, bias):
-    z = F.conv2d(x, cw, cb, padding=ctx.padding)
-    gz, gw, gb = _differentiable_backward(grad_out, z, weight, bias, ctx.eps)
-    gx = torch.nn.grad.conv2d_input(x.shape, cw, gz, padding=ctx.padding) \
-        if ctx.needs_input_grad[0] else None
-    gcw = torch.nn.grad.conv2d_weight(x, cw.shape, gz, padding=ctx.padding)
+def _stem_differentiable_backward(ctx, grad_out, x, cw, cb, weight, bias, mean, rstd):
+    """The stem's backward with a graph. The convolution is written as im2col + a 1x1
+    convolution on channels-last memory (as ``GrayStemConv2d``), so that its output, its
+    gradient and their second-order terms stay channels-last, the layout of the kernels, with
+    no conversion copies; the norm/ReLU/pool part is the backward kernel, differentiated by the
+    double-backward kernel; the convolution's gradients are differentiable torch ops."""
+    n, cin, h, w = x.shape
+    c, k, p = cw.shape[0], cin * 9, ctx.padding
+    hc, wc = h + 2 * p - 2, w + 2 * p - 2
+    cols = F.unfold(x, 3, padding=p).view(n, k, hc, wc).contiguous(
+        memory_format=torch.channels_last)
+    w1 = cw.reshape(c, k, 1, 1)
+    z = F.conv2d(cols, w1, cb)
+    gz, gw, gb = _NormReluPoolBackward.apply(grad_out, z, weight, bias, mean, rstd, ctx.eps)
+    gcw = torch.nn.grad.conv2d_weight(cols, w1.shape, gz).reshape(cw.shape)
+    gx = None
+    if ctx.needs_input_grad[0]:
+        gcols = torch.nn.grad.conv2d_input(cols.shape, w1, gz)
+        gx = F.fold(gcols.reshape(n, k, hc * wc), (h, w), 3, padding=p)
     return gx, gcw, gz.sum(dim=(0, 2, 3)), None, gw, gb, None, None
 
 
@@ -309,3 +400,93 @@ def applicable(x: Tensor) -> bool:
     return (x.device.type == "cpu" and x.dim() == 4 and x.shape[-2] >= 2 and x.shape[-1] >= 2
             and x.dtype in (torch.float32, torch.float64, torch.bfloat16)
             and torch._C._functorch.maybe_current_level() is None)
+
+
+# -- 3x3 convolutions with a fast double backward ----------------------------------------------
+def _conv_bwd(grad_out: Tensor, x: Tensor, weight: Tensor, padding: int, mask: tuple):
+    """``aten.convolution_backward`` for a stride-1, ungrouped convolution (what each entry of
+    ``mask`` = (input, weight, bias) asks for, else ``None``)."""
+    return torch.ops.aten.convolution_backward(
+        grad_out, x, weight, [weight.shape[0]] if mask[2] else None, [1, 1], [padding, padding],
+        [1, 1], False, [0, 0], 1, list(mask))
+
+
+class _Conv2d(torch.autograd.Function):
+    """``F.conv2d`` (stride 1, no groups) whose backward is a differentiable op with a direct
+    backward (``_Conv2dBackward``). PyTorch's own double backward of a convolution computes
+    one of its terms (the weight-shaped gradient of the input gradient) as a convolution whose
+    "kernel" is an activation map (16x16 in the ConvNet's second block), which oneDNN runs at a
+    fraction of its usual speed; here that term is a regular weight-gradient kernel."""
+
+    @staticmethod
+    def forward(x, weight, bias, padding):
+        return F.conv2d(x, weight, bias, padding=padding)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, padding = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.has_bias = padding, bias is not None
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+                ctx.has_bias and ctx.needs_input_grad[2])
+        with torch.autocast("cpu", enabled=False):
+            gx, gw, gb = _Conv2dBackward.apply(grad_out, x, weight, ctx.padding, need)
+        return gx, gw, gb, None
+
+
+class _Conv2dBackward(torch.autograd.Function):
+    """``(g, x, w) -> (dL/dx, dL/dw, dL/db)`` of a convolution; its backward, for the incoming
+    (vx, vw, vb): d/dg = conv(vx, w) + conv(x, vw) + vb, d/dx = input-gradient of g through vw,
+    d/dw = weight-gradient of vx against g. Under grad mode (a third derivative) the same calls
+    are recorded by autograd."""
+
+    @staticmethod
+    def forward(grad_out, x, weight, padding, need):
+        return _conv_bwd(grad_out, x, weight, padding, need)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grad_out, x, weight, padding, need = inputs
+        ctx.save_for_backward(grad_out, x, weight)
+        ctx.padding, ctx.need = padding, need
+
+    @staticmethod
+    def backward(ctx, v_x, v_w, v_b):
+        g, x, weight = ctx.saved_tensors
+        p = ctx.padding
+        want_g, want_x, want_w = ctx.needs_input_grad[:3]
+        dg = dx = dw = None
+        with torch.autocast("cpu", enabled=False):
+            if want_g:
+                if v_x is not None:
+                    dg = F.conv2d(v_x, weight, None, padding=p)
+                if v_w is not None:
+                    t = F.conv2d(x, v_w, v_b, padding=p)
+                    dg = t if dg is None else dg + t
+                elif v_b is not None:
+                    t = v_b.view(1, -1, 1, 1).expand_as(g)
+                    dg = t if dg is None else dg + t
+            if want_x and v_w is not None:
+                dx = _conv_bwd(g, x, v_w, p, (True, False, False))[0]
+            if want_w and v_x is not None:
+                dw = _conv_bwd(g, v_x, weight, p, (False, True, False))[1]
+        return dg, dx, dw, None, None
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
+    """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1, no dilation or groups) with
+    the direct double backward of ``_Conv2dBackward``; under CPU autocast it runs in the
+    autocast type, as ``F.conv2d`` would."""
+    if torch._C._functorch.maybe_current_level() is not None:
+        return F.conv2d(x, weight, bias, padding=padding)
+    if torch.is_autocast_enabled("cpu"):
+        dt = torch.get_autocast_dtype("cpu")
+        x, weight = x.to(dt), weight.to(dt)
+        bias = bias.to(dt) if bias is not None else None
+        with torch.autocast("cpu", enabled=False):
+            return _Conv2d.apply(x, weight, bias, int(padding))
+    return _Conv2d.apply(x, weight, bias, int(padding))
