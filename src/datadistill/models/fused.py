@@ -197,6 +197,7 @@ class _NormReluPoolBackward(torch.autograd.Function):
         grad_out, x, weight, bias, mean, rstd, eps = inputs
         ctx.save_for_backward(grad_out, x, weight, bias, mean, rstd)
         ctx.eps = eps
+        ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(ctx, v_x, v_w, v_b):
@@ -347,12 +348,17 @@ def _stem_differentiable_backward(ctx, grad_out, x, cw, cb, weight, bias, mean, 
     w1 = cw.reshape(c, k, 1, 1)
     z = F.conv2d(cols, w1, cb)
     gz, gw, gb = _NormReluPoolBackward.apply(grad_out, z, weight, bias, mean, rstd, ctx.eps)
-    gcw = torch.nn.grad.conv2d_weight(cols, w1.shape, gz).reshape(cw.shape)
+    # the 1x1 convolution's weight (and input) gradient in one call on the channels-last
+    # tensors (torch.nn.grad.conv2d_input would convert gz to contiguous memory)
+    gcols, gw1, _ = _Conv2dBackward.apply(gz, cols, w1, 0,
+                                          (bool(ctx.needs_input_grad[0]), True, False))
+    gcw = gw1.reshape(cw.shape)
     gx = None
     if ctx.needs_input_grad[0]:
-        gcols = torch.nn.grad.conv2d_input(cols.shape, w1, gz)
         gx = F.fold(gcols.reshape(n, k, hc * wc), (h, w), 3, padding=p)
-    return gx, gcw, gz.sum(dim=(0, 2, 3)), None, gw, gb, None, None
+    # the conv bias feeds an instance norm: dL/db0 = sum(gz) is identically zero (each image's
+    # and channel's gz has zero mean), and so are all its derivatives
+    return gx, gcw, torch.zeros_like(cb), None, gw, gb, None, None
 
 
 def conv_norm_relu_pool(x: Tensor, conv_weight: Tensor, conv_bias: Tensor, padding: int,
@@ -453,6 +459,7 @@ class _Conv2dBackward(torch.autograd.Function):
         grad_out, x, weight, padding, need = inputs
         ctx.save_for_backward(grad_out, x, weight)
         ctx.padding, ctx.need = padding, need
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
 
     @staticmethod
     def backward(ctx, v_x, v_w, v_b):
