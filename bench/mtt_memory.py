@@ -23,7 +23,7 @@ def child(method: str, steps: int, precision: str, extra: dict) -> dict:
 
     from mtt_setup import make
 
-    from datadistill.runtime import peak_rss_bytes, tune_allocator
+    from datadistill.runtime import fused_kernels, peak_rss_bytes, tune_allocator
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     # BENCH_ALLOC=default: glibc's own malloc (returns freed large blocks to the OS, so peak RSS
@@ -35,7 +35,8 @@ def child(method: str, steps: int, precision: str, extra: dict) -> dict:
     # reset the kernel's high-water mark (VmHWM) so that the step's own peak is also known
     Path("/proc/self/clear_refs").write_text("5")
     t0 = time.perf_counter()
-    m = d.step(real, syn)
+    with fused_kernels(bool(extra.get("fused"))):  # a distiller's fused=True, as distill() does
+        m = d.step(real, syn)
     return {"method": method, "syn_steps": steps, "precision": precision, "allocator": alloc,
             "params": {k: v for k, v in extra.items()},
             "release_memory": getattr(d, "release_memory", None),
