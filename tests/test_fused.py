@@ -93,7 +93,7 @@ def test_first_block_under_bf16_autocast_hands_bf16_to_the_next_layer():
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5 * float(r.abs().max()))
 
 
-def test_second_order_through_the_differentiable_backward():
+def test_second_order_of_the_fused_block():
     x, w, b, gy = _block((3, 8, 6, 6))
 
     def second(fn):

@@ -219,28 +219,6 @@ class _NormReluPoolBackward(torch.autograd.Function):
         return dg, dx, dw, None, None, None, None
 
 
-def _differentiable_backward(gy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, eps: float):
-    """dL/dx, dL/dw, dL/db of ``reference`` in differentiable ops (statistics recomputed from
-    ``x`` so that higher derivatives flow through them too)."""
-    dt = torch.promote_types(x.dtype, weight.dtype)  # bf16 activations: math in float32
-    xf = x.to(dt)
-    var, mean = torch.var_mean(xf, dim=(2, 3), correction=0, keepdim=True)
-    rstd = torch.rsqrt(var + eps)
-    xhat = (xf - mean) * rstd
-    w, b = weight.to(dt).view(1, -1, 1, 1), bias.to(dt).view(1, -1, 1, 1)
-    h, wd = x.shape[2], x.shape[3]
-    up = gy.to(dt).repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) * 0.25
-    if up.shape[2] != h or up.shape[3] != wd:  # odd size: the pooling dropped the last row/col
-        up = F.pad(up, (0, wd - up.shape[3], 0, h - up.shape[2]))
-    gz = up * ((xhat * w + b) > 0)
-    gb = gz.sum(dim=(0, 2, 3))
-    gw = (gz * xhat).sum(dim=(0, 2, 3))
-    gxhat = gz * w
-    gx = rstd * (gxhat - gxhat.mean(dim=(2, 3), keepdim=True)
-                 - xhat * (gxhat * xhat).mean(dim=(2, 3), keepdim=True))
-    return gx.to(x.dtype), gw.to(weight.dtype), gb.to(bias.dtype)
-
-
 def _differentiable_double_backward(g: Tensor, x: Tensor, weight: Tensor, bias: Tensor,
                                     eps: float, v_x: Tensor, v_w: Tensor, v_b: Tensor):
     """What the double-backward kernel computes (see ``csrc``), in differentiable torch ops:
