@@ -443,3 +443,20 @@ def test_cli_fused_flag_is_used_and_recorded(tmp_path, capsys, monkeypatch):
     assert rep["protocol"]["fused"] is True and rep["overrides"]["fused"] is True
     assert len(calls) > n
     assert not runtime.fused_kernels_enabled()  # switched off again after the command
+
+
+def test_tesla_fused_ignores_fast_norm_and_runs_the_kernels(digits, monkeypatch):
+    """Under fused=True the kernels compute the student's blocks whatever ``fast_norm`` says
+    (TESLA's default is True): the same summary either way, and the double-backward kernel runs."""
+    calls = []
+    real = fused._dbwd
+    monkeypatch.setattr(fused, "_dbwd", lambda *a: calls.append(1) or real(*a))
+    out = []
+    for fast_norm in (True, False):
+        d = create_distiller("tesla", preset="tiny", fused=True, fast_norm=fast_norm,
+                             device="cpu", seed=0)
+        syn = d.init_synset(digits, ipc=2)
+        d.distill(digits, syn)
+        out.append(syn.x.detach().clone())
+    assert calls
+    torch.testing.assert_close(out[0], out[1], rtol=0, atol=0)

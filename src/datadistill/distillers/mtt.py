@@ -188,7 +188,9 @@ class MTT(Distiller):
     batch_train: int = 256
     expert_seed: int = 0
     expert_workers: int = 1
-    fast_norm: bool = False  # True: the student's custom instance norm (see FlatStudent)
+    # True: the student's custom instance norm (see FlatStudent); no effect with fused=True,
+    # where the fused kernels compute the whole norm/ReLU/pool block (the same function)
+    fast_norm: bool = False
     #: torch.compile the student's inner gradient (``torch.func.grad``, compiled once per label
     #: format; the unroll back-propagates through the compiled graph). The same math; on CPU
     #: ~1.4x faster per iteration after a one-off compilation (BENCHMARKS.md). Not with

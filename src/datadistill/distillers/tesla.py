@@ -59,7 +59,9 @@ class TESLA(MTT):
 
     lr_y: float = 2.0
     label_epoch: int | None = None
-    fast_norm: bool = True  # memory is per-step constant here; the benchmarks ran with it
+    # memory is per-step constant here; the benchmarks ran with it. No effect with fused=True
+    # (the fused kernels compute the whole norm/ReLU/pool block, the same function)
+    fast_norm: bool = True
     # the unroll runs under runtime.resident_is_live (large blocks mmapped, free heap pages
     # released after every step) so that resident memory follows the constant live memory;
     # False: the library's fast allocator setting, whose resident peak creeps with syn_steps
