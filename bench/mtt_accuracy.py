@@ -39,13 +39,17 @@ def main():
     ap.add_argument("--iterations", type=int, default=None, help="override the preset's")
     ap.add_argument("--num-models", type=int, default=2)
     ap.add_argument("--protocol", default="paper")
+    ap.add_argument("--fused", action="store_true",
+                    help="MTT/TESLA (and DM) on the fused CPU kernels (the same function, faster)")
+    ap.add_argument("--tag", default="", help="suffix of the results file and run folders")
     args = ap.parse_args()
     threads = int(os.environ.get("BENCH_THREADS", "0")) or (2 if os.getloadavg()[0] < 3 else 1)
     torch.set_num_threads(threads)
-    out = f"mtt_accuracy_{args.dataset}_ipc{args.ipc}.json"
+    out = f"mtt_accuracy_{args.dataset}_ipc{args.ipc}{args.tag}.json"
     rec = {"command": "flock /tmp/datadistill-bench.lock python bench/mtt_accuracy.py "
-                      + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                 if v is not None),
+                      + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                                 for k, v in vars(args).items()
+                                 if v is not None and v is not False and v != ""),
            "machine": machine(), "allocator": tune_allocator(), "threads": threads,
            "conv_gflops_fp32": conv_throughput("fp32"), "rows": [], "expert_epochs": []}
     write(out, rec)
@@ -65,12 +69,12 @@ def main():
     load_experts(real, mtt.expert_config(), on_epoch=on_epoch)
     budget = None
     for method in args.methods.split(","):
-        wd = RUNS / f"{method}_{args.dataset}_ipc{args.ipc}"
+        wd = RUNS / f"{method}_{args.dataset}_ipc{args.ipc}{args.tag}"
         if method in ("mtt", "tesla"):
-            d = create_distiller(method, preset, device="cpu", **over)
+            d = create_distiller(method, preset, device="cpu", fused=args.fused, **over)
             cbs = []
         else:  # DM with MTT's wall-clock budget
-            d = create_distiller(method, device="cpu", iterations=100000)
+            d = create_distiller(method, device="cpu", iterations=100000, fused=args.fused)
             limit = budget
 
             c0 = time.process_time()

@@ -99,3 +99,20 @@ def test_config_checks():
     d = create_distiller("dm", "cpu-200", seed=3)
     assert d.iterations == 200 and d.seed == 3 and d.lr_data == 1.0
     assert create_distiller("dm").iterations == 20000  # the published default
+
+
+def test_summary_saved_from_a_callback_records_its_iteration(digits, tmp_path):
+    """Benchmarks snapshot the summary from the per-iteration event: the saved metadata must
+    say that iteration, not the one of the last checkpoint (checkpoints are time-based)."""
+    d = create_distiller("dm", iterations=5, batch_real=16, device="cpu", seed=0)
+    syn = d.init_synset(digits, ipc=1)
+    seen = []
+
+    def snap(ev):
+        syn.save(tmp_path / f"it{ev['iteration']}")
+        seen.append(ev["iteration"])
+
+    d.distill(digits, syn, [snap], workdir=tmp_path / "run", checkpoint_every_s=1e9)
+    assert seen == [1, 2, 3, 4, 5]
+    for it in seen:
+        assert load_summary(tmp_path / f"it{it}").meta["iterations"] == it

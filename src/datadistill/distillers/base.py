@@ -225,6 +225,8 @@ class Distiller:
                 now = time.perf_counter()
                 event = {"iteration": it + 1, "iterations": self.iterations,
                          "elapsed": elapsed0 + now - t0, **metrics}
+                # a callback that saves the summary saves it with this iteration's metadata
+                self._finalize_meta(syn, it + 1, elapsed0 + now - t0)
                 for cb in callbacks:
                     cb(event)
                 if workdir is not None and now - last_ck >= checkpoint_every_s:
