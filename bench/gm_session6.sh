@@ -4,7 +4,8 @@
 # (3 models). gm_run resumes from its checkpoint when rerun.
 # Chain B (run beside chain A below, `bash bench/gm_session6.sh b`): IDC at IPC 1 resumed from the
 # first session's 5-iteration run (eager, 1,462 CPU-s) on the fused kernels, to 80 CPU-minutes
-# in all, then its snapshots evaluated the same way. Chain C (`... c`): DCC with DSA (`dsac`) at
+# in all (IDC1_STOP=<CPU-minutes> continues it further, e.g. toward the published 2000
+# iterations), then its snapshots evaluated the same way. Chain C (`... c`): DCC with DSA (`dsac`) at
 # IPC 1 for 100 iterations, as the DCC row.
 
 set -euo pipefail
@@ -16,7 +17,7 @@ if [ "${1:-a}" = c ]; then  # chain C: DCC's DSA variant (preset dsac) at IPC 1,
   exit 0
 fi
 if [ "${1:-a}" = b ]; then
-  python bench/gm_run.py --method idc --ipc 1 --iterations 2000 --threads 1 --fused --at-iters 1,2,5,10 --at-cpu-min 5,10,20,40,60,80 --stop-cpu-min 80 --tag idc_fashion-mnist_ipc1_cpu20_fp32_s0
+  python bench/gm_run.py --method idc --ipc 1 --iterations 2000 --threads 1 --fused --at-iters 1,2,5,10 --at-cpu-min 5,10,20,40,60,80,${IDC1_STOP:-80} --stop-cpu-min ${IDC1_STOP:-80} --tag idc_fashion-mnist_ipc1_cpu20_fp32_s0
   python bench/gm_eval.py bench/out/gm/idc_fashion-mnist_ipc1_cpu20_fp32_s0/cpu40min bench/out/gm/idc_fashion-mnist_ipc1_cpu20_fp32_s0/cpu80min --protocol fast --threads 1 --fused --out gm_eval_idc1_cpu80
   exit 0
 fi
