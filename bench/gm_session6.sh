@@ -18,7 +18,7 @@ if [ "${1:-a}" = c ]; then  # chain C: DCC's DSA variant (preset dsac) at IPC 1,
 fi
 if [ "${1:-a}" = b ]; then
   python bench/gm_run.py --method idc --ipc 1 --iterations 2000 --threads 1 --fused --at-iters 1,2,5,10 --at-cpu-min 5,10,20,40,60,80,${IDC1_STOP:-80} --stop-cpu-min ${IDC1_STOP:-80} --tag idc_fashion-mnist_ipc1_cpu20_fp32_s0
-  python bench/gm_eval.py bench/out/gm/idc_fashion-mnist_ipc1_cpu20_fp32_s0/cpu40min bench/out/gm/idc_fashion-mnist_ipc1_cpu20_fp32_s0/cpu80min --protocol fast --threads 1 --fused --out gm_eval_idc1_cpu80
+  python bench/gm_eval.py bench/out/gm/idc_fashion-mnist_ipc1_cpu20_fp32_s0/cpu40min bench/out/gm/idc_fashion-mnist_ipc1_cpu20_fp32_s0/cpu${IDC1_STOP:-80}min --protocol fast --threads 1 --fused --out gm_eval_idc1_cpu${IDC1_STOP:-80}
   exit 0
 fi
 python bench/gm_run.py --method idc --ipc 50 --iterations 2000 --threads 1 --fused --at-cpu-min 20,40 --stop-cpu-min 40 --tag idc_ipc50_cpu40
