@@ -309,7 +309,15 @@ inline void double_backward_image(const T* __restrict__ gi, const T* __restrict_
     ga[c] = k * (A(3) * B * Axb - S1) - VW[c] * rc * sxg[c] * invN;
     de[c] = k * (B * Ab + Af * w * sg[c] * invN) - VW[c] * rc * sg[c] * invN;
   }
-  // pass 2: d/dx everywhere, d/dg per pooled pixel
+  // pass 2: d/dx everywhere, d/dg per pooled pixel. One input pixel at offset o, channel c:
+  // writes its d/dx and returns its (masked) contribution to the pooled pixel's d/dg.
+  auto pixel = [&](int64_t o, int64_t c, A g4) -> A {
+    const A xv = load(xi[o + c]), v = load(vi[o + c]);
+    const A xh = (xv - m[c]) * r[c];
+    const bool on = xv * a[c] + bb[c] > A(0);
+    dxi[o + c] = store<T, A>(al[c] * v + (on ? be[c] * g4 : A(0)) + ga[c] * xh + de[c]);
+    return on ? ka[c] * v + kx[c] * xh + k0[c] : A(0);
+  };
   for (int64_t i = 0; i < Ho; ++i) {
     for (int64_t j = 0; j < Wo; ++j) {
       const T* __restrict__ gp = gi + (i * Wo + j) * C;
@@ -319,35 +327,10 @@ inline void double_backward_image(const T* __restrict__ gi, const T* __restrict_
 #pragma omp simd
       for (int64_t c = 0; c < C; ++c) {
         const A g4 = A(0.25) * load(gp[c]);
-        A acc = A(0);
-        {
-          const A xv = load(xi[o00 + c]), v = load(vi[o00 + c]);
-          const A xh = (xv - m[c]) * r[c];
-          const bool on = xv * a[c] + bb[c] > A(0);
-          acc += on ? ka[c] * v + kx[c] * xh + k0[c] : A(0);
-          dxi[o00 + c] = store<T, A>(al[c] * v + (on ? be[c] * g4 : A(0)) + ga[c] * xh + de[c]);
-        }
-        {
-          const A xv = load(xi[o01 + c]), v = load(vi[o01 + c]);
-          const A xh = (xv - m[c]) * r[c];
-          const bool on = xv * a[c] + bb[c] > A(0);
-          acc += on ? ka[c] * v + kx[c] * xh + k0[c] : A(0);
-          dxi[o01 + c] = store<T, A>(al[c] * v + (on ? be[c] * g4 : A(0)) + ga[c] * xh + de[c]);
-        }
-        {
-          const A xv = load(xi[o10 + c]), v = load(vi[o10 + c]);
-          const A xh = (xv - m[c]) * r[c];
-          const bool on = xv * a[c] + bb[c] > A(0);
-          acc += on ? ka[c] * v + kx[c] * xh + k0[c] : A(0);
-          dxi[o10 + c] = store<T, A>(al[c] * v + (on ? be[c] * g4 : A(0)) + ga[c] * xh + de[c]);
-        }
-        {
-          const A xv = load(xi[o11 + c]), v = load(vi[o11 + c]);
-          const A xh = (xv - m[c]) * r[c];
-          const bool on = xv * a[c] + bb[c] > A(0);
-          acc += on ? ka[c] * v + kx[c] * xh + k0[c] : A(0);
-          dxi[o11 + c] = store<T, A>(al[c] * v + (on ? be[c] * g4 : A(0)) + ga[c] * xh + de[c]);
-        }
+        A acc = pixel(o00, c, g4);
+        acc += pixel(o01, c, g4);
+        acc += pixel(o10, c, g4);
+        acc += pixel(o11, c, g4);
         dgp[c] = store<T, A>(A(0.25) * acc);
       }
     }
