@@ -106,6 +106,15 @@ def test_second_order_of_the_fused_block():
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
 
 
+@pytest.fixture
+def dbwd_calls(monkeypatch):
+    """Counts calls of the double-backward kernel (which then runs as usual)."""
+    calls = []
+    real = fused._dbwd
+    monkeypatch.setattr(fused, "_dbwd", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
 def _double_backward(fn, x, w, b, gy, v):
     """Gradients of <v, (dL/dx, dL/dw, dL/db)> w.r.t. (gy, x, w): what an unroll's outer
     backward asks of a block's backward."""
@@ -116,19 +125,16 @@ def _double_backward(fn, x, w, b, gy, v):
 
 
 @pytest.mark.parametrize("shape", [(3, 8, 6, 6), (2, 5, 7, 9), (2, 130, 4, 5), (1, 3, 2, 2)])
-def test_double_backward_kernel_equals_autograd_of_the_reference(shape, monkeypatch):
+def test_double_backward_kernel_equals_autograd_of_the_reference(shape, dbwd_calls):
     """MTT's unroll differentiates the backward: the double-backward kernel (not torch ops)
     gives the reference's second derivatives w.r.t. the incoming gradient, the input and the
     norm weight, in float64, at odd sizes too (dropped row/column) and C not a multiple of 16."""
-    calls = []
-    real = fused._dbwd
-    monkeypatch.setattr(fused, "_dbwd", lambda *a: calls.append(1) or real(*a))
     x, w, b, gy = _block(shape)
     g = torch.Generator().manual_seed(7)
     v = [torch.randn(t.shape, generator=g, dtype=F64) for t in (x, w, b)]
     g_ref, d_ref = _double_backward(fused.reference, x, w, b, gy, v)
     g_out, d_out = _double_backward(fused.norm_relu_pool, x, w, b, gy, v)
-    assert calls, "the double-backward kernel was not used"
+    assert dbwd_calls, "the double-backward kernel was not used"
     for a, r in zip(g_out + d_out, g_ref + d_ref):
         torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-12)
     # only the norm weight's gradient arrives (v_x, v_b None inside the kernel's caller)
@@ -207,15 +213,12 @@ def test_conv2d_double_backward_equals_autograd():
         assert fused.conv2d(x.float(), w.float(), b.float(), 1).dtype == torch.bfloat16
 
 
-def test_mtt_with_the_kernels_follows_the_same_trajectory(monkeypatch):
+def test_mtt_with_the_kernels_follows_the_same_trajectory(dbwd_calls):
     """Two MTT iterations (3-step unrolls; the outer gradient goes through every step's
     backward) in float64: with the kernels (the double-backward kernel is called) the
     same summary and step size as the reference, to rounding."""
     from datadistill.data import load_dataset
     from datadistill.experts import ExpertTrajectories, flat_parameters
-    calls = []
-    real = fused._dbwd
-    monkeypatch.setattr(fused, "_dbwd", lambda *a: calls.append(1) or real(*a))
     prev = torch.get_default_dtype()
     torch.set_default_dtype(F64)
     try:
@@ -250,7 +253,7 @@ def test_mtt_with_the_kernels_follows_the_same_trajectory(monkeypatch):
             runs.append((syn.x.detach().clone(), float(syn.lr.detach())))
     finally:
         torch.set_default_dtype(prev)
-    assert calls, "the double-backward kernel was not used"
+    assert dbwd_calls, "the double-backward kernel was not used"
     (x0, lr0), (x1, lr1) = runs
     assert x0.dtype == F64 and float((x0 - x_init).abs().max()) > 1e-6  # the summary moved
     assert float((x0 - x1).abs().max()) < 1e-9 and abs(lr0 - lr1) < 1e-12
@@ -445,12 +448,9 @@ def test_cli_fused_flag_is_used_and_recorded(tmp_path, capsys, monkeypatch):
     assert not runtime.fused_kernels_enabled()  # switched off again after the command
 
 
-def test_tesla_fused_ignores_fast_norm_and_runs_the_kernels(digits, monkeypatch):
+def test_tesla_fused_ignores_fast_norm_and_runs_the_kernels(digits, dbwd_calls):
     """Under fused=True the kernels compute the student's blocks whatever ``fast_norm`` says
     (TESLA's default is True): the same summary either way, and the double-backward kernel runs."""
-    calls = []
-    real = fused._dbwd
-    monkeypatch.setattr(fused, "_dbwd", lambda *a: calls.append(1) or real(*a))
     out = []
     for fast_norm in (True, False):
         d = create_distiller("tesla", preset="tiny", fused=True, fast_norm=fast_norm,
@@ -458,5 +458,5 @@ def test_tesla_fused_ignores_fast_norm_and_runs_the_kernels(digits, monkeypatch)
         syn = d.init_synset(digits, ipc=2)
         d.distill(digits, syn)
         out.append(syn.x.detach().clone())
-    assert calls
+    assert dbwd_calls
     torch.testing.assert_close(out[0], out[1], rtol=0, atol=0)
