@@ -6,7 +6,7 @@ import torch
 from datadistill import runtime
 from datadistill.data.base import DataInfo
 from datadistill.distillers import create_distiller
-from datadistill.models import create_model, fused
+from datadistill.models import create_model, fused, fused_conv
 
 pytestmark = pytest.mark.skipif(not fused.available(),
                                 reason="no C++ toolchain to build the fused kernel")
@@ -186,7 +186,7 @@ def test_double_backward_kernel_in_bfloat16():
 
 
 def test_conv2d_double_backward_equals_autograd():
-    """``fused.conv2d``: the values and the first and second derivatives of ``F.conv2d``; its
+    """``fused_conv.conv2d``: the values and the first and second derivatives of ``F.conv2d``; its
     double backward computes the weight-shaped term with a weight-gradient kernel."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, 7, 6, generator=g, dtype=F64).requires_grad_()
@@ -203,14 +203,14 @@ def test_conv2d_double_backward_equals_autograd():
         return (y, *gr, *torch.autograd.grad(inner, (gyr, x, w)))
 
     ref = run(lambda x, w, b, p: torch.nn.functional.conv2d(x, w, b, padding=p))
-    for a, r in zip(run(fused.conv2d), ref):
+    for a, r in zip(run(fused_conv.conv2d), ref):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
-    assert torch.autograd.gradgradcheck(lambda x, w, b: fused.conv2d(x, w, b, 1),
+    assert torch.autograd.gradgradcheck(lambda x, w, b: fused_conv.conv2d(x, w, b, 1),
                                         (x[:1, :2, :4, :4].detach().requires_grad_(),
                                          w[:2, :2].detach().requires_grad_(),
                                          b[:2].detach().requires_grad_()))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert fused.conv2d(x.float(), w.float(), b.float(), 1).dtype == torch.bfloat16
+        assert fused_conv.conv2d(x.float(), w.float(), b.float(), 1).dtype == torch.bfloat16
 
 
 def test_mtt_with_the_kernels_follows_the_same_trajectory(dbwd_calls):

@@ -53,7 +53,8 @@ class ConvNet(nn.Module):
         return self.features(x).flatten(1)
 
     def _fused_features(self, x: torch.Tensor) -> torch.Tensor:
-        from .fused import applicable, conv2d, conv_norm_relu_pool, norm_relu_pool
+        from .fused import applicable, conv_norm_relu_pool, norm_relu_pool
+        from .fused_conv import conv2d
         layers = list(self.features)
         i = 0
         conv = layers[0]
@@ -85,7 +86,7 @@ class ConvNet(nn.Module):
 
 
 def _plain_conv(m: nn.Module) -> bool:
-    """A convolution ``fused.conv2d`` computes: stride 1, no dilation or groups, symmetric zero
+    """A convolution ``fused_conv.conv2d`` computes: stride 1, no dilation or groups, symmetric zero
     padding."""
     return (type(m) is nn.Conv2d and m.stride == (1, 1) and m.dilation == (1, 1)
             and m.groups == 1 and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
