@@ -1,0 +1,241 @@
+"""Running a suite: one child process per row, ``--resume``, the results file, kept summaries.
+
+The parent (``run_suite``) decides which rows run, starts ``python -m datadistill.bench _row``
+for each and merges the record the child writes into ``bench/results/<suite>.json``. The child
+(``run_row``) does the work and measures itself: CPU time of its own threads and of the worker
+processes it waited for, wall time, peak RSS. Within a row, each seed's distillation keeps a
+checkpoint and a per-iteration CPU log in ``bench/runs/<suite>/<row>/s<seed>/``, so a resumed
+row continues from its checkpoint and counts each iteration's CPU time once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from . import results as res
+from .machine import describe
+from .suites import Row, Suite, load_suite
+
+
+# -- measuring ----------------------------------------------------------------------------------
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) plus its waited-for children, user + sys."""
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime
+
+
+def peak_rss_bytes() -> int:
+    """Peak RSS of this process or of its largest waited-for child, whichever is larger."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return int(max(own, kids)) * (1 if sys.platform == "darwin" else 1024)
+
+
+def current_rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.fmean(values) if values else None,
+            "std": statistics.pstdev(values) if len(values) > 1 else 0.0 if values else None,
+            "n": len(values)}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+# -- the child: one row ---------------------------------------------------------------------------
+def _distill_seed(row: Row, real, seed: int, sdir: Path, resume: bool, runner) -> dict[str, Any]:
+    """Distil one seed, resuming from the checkpoint in ``sdir``; CPU/wall counted once per
+    iteration across interruptions (``progress.jsonl`` holds the running totals)."""
+    done = sdir / "distilled.json"
+    if resume and done.exists():
+        return json.loads(done.read_text())
+    log_path = sdir / "progress.jsonl"
+    base_cpu = base_wall = 0.0
+    if resume:
+        start = runner.checkpoint_iteration(sdir)
+        entries = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
+        entries = [e for e in entries if e["iteration"] <= start]
+        if entries:
+            base_cpu, base_wall = entries[-1]["cpu_s"], entries[-1]["wall_s"]
+        log_path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    else:
+        if sdir.exists():
+            shutil.rmtree(sdir)
+    sdir.mkdir(parents=True, exist_ok=True)
+    c0, w0 = cpu_seconds(), time.perf_counter()
+    with open(log_path, "a") as log:
+        def on_iteration(ev: dict[str, Any]) -> None:
+            log.write(json.dumps({"iteration": ev["iteration"],
+                                  "cpu_s": round(base_cpu + cpu_seconds() - c0, 3),
+                                  "wall_s": round(base_wall + time.perf_counter() - w0, 3)}) + "\n")
+            log.flush()
+
+        out = runner.distill_summary(row, real, seed, sdir, resume=resume, on_iteration=on_iteration)
+    rec = {**out, "cpu_s": round(base_cpu + cpu_seconds() - c0, 3),
+           "wall_s": round(base_wall + time.perf_counter() - w0, 3),
+           "peak_rss_bytes": peak_rss_bytes(), "resumed": resume and (base_cpu > 0)}
+    _write_json(done, rec)
+    return rec
+
+
+def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner) -> dict[str, Any]:
+    per_seed, summaries = [], []
+    real = None
+    data_cpu = 0.0
+    for seed in row.seeds:
+        sdir = layout.run_dir(suite, row.id, seed)
+        finished = sdir / "seed.json"
+        if resume and finished.exists():
+            per_seed.append(json.loads(finished.read_text()))
+            continue
+        if real is None:
+            c = cpu_seconds()
+            real = runner.load_real(row)
+            data_cpu = cpu_seconds() - c
+        dist = _distill_seed(row, real, seed, sdir, resume, runner)
+        c, w = cpu_seconds(), time.perf_counter()
+        ev = runner.evaluate_summary(row, real, seed, sdir)
+        rec = {"seed": seed, "distill": dist, "evaluate": {
+            "cpu_s": round(cpu_seconds() - c, 3), "wall_s": round(time.perf_counter() - w, 3),
+            "peak_rss_bytes": peak_rss_bytes()}, **ev}
+        rec["summary"] = res.keep_summary(sdir / "summary", layout, suite, row.id, seed,
+                                          dist.get("stored_bytes"))
+        _write_json(finished, rec)
+        per_seed.append(rec)
+    models: dict[str, list[float]] = {}
+    for rec in per_seed:
+        for m, r in rec["per_model"].items():
+            models.setdefault(m, []).extend(r["accs"])
+    per_model = {m: {**_stats(a), "accs": a} for m, a in models.items()}
+    first = per_seed[0]
+    mean = lambda key, part: round(statistics.fmean(r[part][key] for r in per_seed), 3)  # noqa: E731
+    return {
+        "metric": first["metric"], "protocol": first["protocol"], "overrides": first["overrides"],
+        "accuracy": _stats(models[next(iter(models))]),  # the first architecture is the headline
+        "accuracy_model": next(iter(models)),
+        "per_model": per_model,
+        "iterations_run": min(r["distill"]["iterations"] for r in per_seed),
+        "cpu_s": {"distill": mean("cpu_s", "distill"), "evaluate": mean("cpu_s", "evaluate"),
+                  "data": round(data_cpu, 3), "per": "seed (mean over seeds)"},
+        "wall_s": {"distill": mean("wall_s", "distill"), "evaluate": mean("wall_s", "evaluate")},
+        "peak_rss_bytes": max(max(r["distill"]["peak_rss_bytes"], r["evaluate"]["peak_rss_bytes"])
+                              for r in per_seed),
+        "stored_bytes": first["distill"].get("stored_bytes"),
+        "summaries": [r["summary"] for r in per_seed],
+        "seeds": [{"seed": r["seed"], "iterations": r["distill"]["iterations"],
+                   "distill_cpu_s": r["distill"]["cpu_s"], "evaluate_cpu_s": r["evaluate"]["cpu_s"],
+                   "resumed": r["distill"].get("resumed", False)} for r in per_seed],
+    }
+
+
+def _speed_row(row: Row, runner) -> dict[str, Any]:
+    real = runner.load_real(row)
+    marks: list[tuple[float, float]] = []
+    rss_before = current_rss_bytes()
+    c0, w0 = cpu_seconds(), time.perf_counter()
+    info = runner.time_iterations(row, real, lambda ev: marks.append((cpu_seconds(), time.perf_counter())))
+    points = [(c0, w0)] + marks
+    cpu = [b[0] - a[0] for a, b in zip(points, points[1:])][row.warmup:]
+    wall = [b[1] - a[1] for a, b in zip(points, points[1:])][row.warmup:]
+    return {"iterations_timed": len(cpu), "warmup": row.warmup,
+            "cpu_s_per_iter": {"median": round(statistics.median(cpu), 4) if cpu else None,
+                               "all": [round(x, 4) for x in cpu]},
+            "wall_s_per_iter": {"median": round(statistics.median(wall), 4) if wall else None,
+                                "all": [round(x, 4) for x in wall]},
+            "peak_rss_bytes": peak_rss_bytes(), "rss_before_bytes": rss_before,
+            "params": info["params"], "vs": row.vs}
+
+
+def run_row(suite_path: Path, row_id: str, layout: res.Layout, resume: bool) -> dict[str, Any]:
+    """Child-process entry: run one row, write ``runs/<suite>/<row>/record.json``, return it."""
+    from . import runner
+
+    suite = load_suite(suite_path, check=False)
+    row = suite.row(row_id)
+    runner.check_row(row)
+    runner.run_options(row)  # threads and allocator, before anything is measured
+    env = describe(layout.root, runner.thread_count())
+    body = _speed_row(row, runner) if row.kind == "speed" else \
+        _accuracy_row(row, suite.name, layout, resume, runner)
+    record = {"id": row.id, "kind": row.kind, "status": "done", "declared": row.declared(),
+              "method": row.method, "label": row.label or row.method, "dataset": row.dataset,
+              "budget": row.budget, "run": dict(row.run), "env": env,
+              "published": dict(row.published), "iterations_published": row.published.get("iterations"),
+              "source": {"command": f"python -m datadistill.bench run {suite.name} --only {row.id}"},
+              **body}
+    out = layout.run_dir(suite.name, row.id) / "record.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(out, record)
+    return record
+
+
+# -- the parent: a suite --------------------------------------------------------------------------
+def _child_env(row: Row) -> dict[str, str]:
+    env = dict(os.environ)
+    if row.run.get("threads"):
+        env["OMP_NUM_THREADS"] = str(row.run["threads"])
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
+
+
+def run_suite(suite: Suite, layout: res.Layout, *, resume: bool = False,
+              only: Iterable[str] | None = None, log: Callable[[str], None] = print) -> int:
+    """Run the suite's rows (``only``: just those); returns the number of failed rows."""
+    wanted = [suite.row(r).id for r in only] if only else [r.id for r in suite.rows]
+    path = layout.results_file(suite.name)
+    old = res.load_results(path)
+    data = res.new_results(suite, describe(layout.root))
+    if old is not None and (resume or only):
+        data["rows"] = {k: v for k, v in old["rows"].items() if k in {r.id for r in suite.rows}}
+    failed = 0
+    for row in suite.rows:
+        if row.id not in wanted:
+            continue
+        prev = data["rows"].get(row.id)
+        if resume and prev is not None and prev.get("status") == "done":
+            log(f"[bench] {suite.name}/{row.id}: done, skipped")
+            continue
+        if not resume and layout.run_dir(suite.name, row.id).exists():
+            shutil.rmtree(layout.run_dir(suite.name, row.id))
+        data["rows"][row.id] = {"id": row.id, "kind": row.kind, "status": "running",
+                                "declared": row.declared()}
+        res.save_results(path, data)
+        log(f"[bench] {suite.name}/{row.id}: {row.kind} {row.method} on {row.dataset} "
+            f"{row.budget} ...")
+        cmd = [sys.executable, "-m", "datadistill.bench", "--bench-dir", str(layout.root),
+               "_row", str(suite.path), row.id] + (["--resume"] if resume else [])
+        proc = subprocess.run(cmd, env=_child_env(row), capture_output=True, text=True)
+        record_file = layout.run_dir(suite.name, row.id) / "record.json"
+        if proc.returncode == 0 and record_file.exists():
+            data["rows"][row.id] = json.loads(record_file.read_text())
+            log(f"[bench] {suite.name}/{row.id}: done")
+        else:
+            failed += 1
+            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-15:]
+            data["rows"][row.id].update({"status": "failed", "error": "\n".join(tail)})
+            log(f"[bench] {suite.name}/{row.id}: FAILED (exit {proc.returncode})\n  "
+                + "\n  ".join(tail))
+        res.save_results(path, data)
+    log(f"[bench] wrote {path}")
+    return failed

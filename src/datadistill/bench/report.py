@@ -1,0 +1,303 @@
+"""``BENCHMARKS.md``, generated from the results files and nothing else.
+
+It opens with one summary table (method × dataset × budget → accuracy, protocol, iterations
+run / published, distillation CPU-seconds with threads, published figure, stored bytes,
+parity, status), then one section per accuracy suite with every row and its environment,
+then the speed / memory suites. The status word follows a fixed rule (``status``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+HEADER = ("<!-- GENERATED FILE: do not edit by hand. `python -m datadistill.bench report` writes "
+          "it from bench/results/*.json; change a suite (bench/suites/*.toml) or rerun it. -->")
+
+STATUS_RULE = (
+    "Status, by rule: **reduced run** when fewer iterations ran than the published schedule; "
+    "otherwise **reproduced** when the mean is at or above the published figure minus its "
+    "published std, else **below published**; **no published figure** when none is quoted. "
+    "The reason follows the word.")
+
+
+# -- formatting ---------------------------------------------------------------------------------
+def _num(x: float | None, nd: int | None = None) -> str:
+    """Thousands separators; ``nd`` decimals (default: 2 below 10, 1 below 100, else 0)."""
+    if x is None:
+        return "unknown"
+    if nd is None:
+        nd = 0 if float(x).is_integer() or abs(x) >= 100 else 1 if abs(x) >= 10 else 2
+    return f"{x:,.{nd}f}"
+
+
+def _acc(row: dict[str, Any]) -> str:
+    a = row.get("accuracy") or {}
+    if a.get("mean") is None:
+        return "—"
+    s = f"{a['mean']:.2f}"
+    if a.get("n", 1) > 1 and a.get("std") is not None:
+        s += f" ± {a['std']:.2f}"
+    s += f" (n={a.get('n', '?')})"
+    if row.get("metric", "accuracy %") != "accuracy %":
+        s += f" {row['metric'].replace(' %', '')}"
+    return s
+
+
+def _budget(b: dict[str, Any]) -> str:
+    if "ipc" in b:
+        return f"IPC {b['ipc']}"
+    if "ratio" in b:
+        return f"{100 * b['ratio']:.1f} % of nodes"
+    if "users" in b:
+        return f"{b['users']} users"
+    return "—"
+
+
+def _budget_key(b: dict[str, Any]) -> tuple:
+    return (sorted(b)[0] if b else "", float(next(iter(b.values()), 0) or 0))
+
+
+def _protocol(row: dict[str, Any]) -> str:
+    p = row.get("protocol") or {}
+    if not p:
+        return "—"
+    name = p.get("name", "?")
+    bits = [f"{p['epochs']} ep" if p.get("epochs") else None,
+            f"{p['num_models']} models" if p.get("num_models") else None]
+    bits = [b for b in bits if b]
+    return name + (f" ({', '.join(bits)})" if bits else "")
+
+
+def _iters(row: dict[str, Any]) -> str:
+    run, pub = row.get("iterations_run"), row.get("iterations_published")
+    return f"{_num(run) if run is not None else '?'} / {_num(pub) if pub else '—'}"
+
+
+def _threads(row: dict[str, Any]) -> str:
+    t = (row.get("env") or {}).get("threads")
+    return f"{t} thr" if t else "threads unknown"
+
+
+def _cpu(row: dict[str, Any], part: str = "distill") -> str:
+    c = (row.get("cpu_s") or {}).get(part)
+    if c is None:
+        w = (row.get("wall_s") or {}).get(part)
+        return "unknown" + (f" (wall {_num(w)} s)" if w is not None else "")
+    return f"{_num(c)} ({_threads(row)})"
+
+
+def _published(row: dict[str, Any]) -> str:
+    p = row.get("published") or {}
+    if p.get("accuracy") is None:
+        return "—"
+    s = f"{p['accuracy']:.1f}" + (f" ± {p['std']:.1f}" if p.get("std") else "")
+    return s + (f" ({p['source']})" if p.get("source") else "")
+
+
+def _gib(b: int | None) -> str:
+    return "—" if b is None else f"{b / 2**30:.2f} GiB"
+
+
+def _env(row: dict[str, Any]) -> str:
+    e = row.get("env") or {}
+    commit = (e.get("commit") or "?")[:9] + ("+dirty" if e.get("dirty") else "")
+    return (f"{e.get('cpu', '?')}, {e.get('cores', '?')} cores, {_threads(row)}, torch "
+            f"{e.get('torch', '?')}, {commit}, {str(e.get('date', '?'))[:10]}")
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
+    return out
+
+
+# -- rules ----------------------------------------------------------------------------------------
+def status(row: dict[str, Any]) -> tuple[str, str]:
+    """(word, why) by the rule in ``STATUS_RULE``."""
+    pub = (row.get("published") or {}).get("accuracy")
+    mean = (row.get("accuracy") or {}).get("mean")
+    if pub is None or mean is None:
+        return "no published figure", ""
+    delta = f"{mean - pub:+.2f} points"
+    run, total = row.get("iterations_run"), row.get("iterations_published")
+    if total and run is not None and run < total:
+        return "reduced run", f"{_num(run)} of {_num(total)} iterations; {delta}"
+    tol = (row.get("published") or {}).get("std") or 0.0
+    if mean >= pub - tol:
+        return "reproduced", delta
+    return "below published", delta
+
+
+def parity_methods(parity_dir: Path | None) -> set[str]:
+    """Methods with a parity record (``tests/fixtures/parity/<method>[-...].md``)."""
+    if parity_dir is None or not parity_dir.is_dir():
+        return set()
+    return {p.stem.lower().replace("_", "-") for p in parity_dir.glob("*.md")}
+
+
+def has_parity(method: str, parity: set[str]) -> bool:
+    m = method.lower()
+    return any(s == m or s.startswith(m + "-") for s in parity)
+
+
+def _headline(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One row per (label, dataset, budget): the most iterations, then paper protocol, then
+    more models, then the newest."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        key = (r["label"], r["dataset"], _budget(r.get("budget") or {}))
+        rank = (r.get("iterations_run") or 0, (r.get("protocol") or {}).get("name") == "paper",
+                (r.get("accuracy") or {}).get("n") or 0, str((r.get("env") or {}).get("date")))
+        if key not in best or rank > best[key][0]:
+            best[key] = (rank, r)
+    return {k: v[1] for k, v in best.items()}
+
+
+# -- the document -------------------------------------------------------------------------------
+def _accuracy_rows(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for suite in data:
+        for r in suite["rows"].values():
+            if r.get("kind") == "accuracy" and r.get("status") == "done" \
+                    and (r.get("declared") or {}).get("summary", True):
+                out.append({**r, "suite": suite["suite"]})
+    return out
+
+
+IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
+
+
+def _order(r: dict[str, Any]) -> tuple:
+    """Images first, then graphs (graph classification, then node ratios), then recommender."""
+    b = r.get("budget") or {}
+    kind = 0 if r["dataset"] in IMAGE_DATASETS else 1 if "ipc" in b else 2 if "ratio" in b else 3
+    return (kind, r["dataset"], _budget_key(b), r["label"])
+
+
+def summary_table(data: list[dict[str, Any]], parity: set[str]) -> list[str]:
+    rows = sorted(_headline(_accuracy_rows(data)).values(), key=_order)
+    body = []
+    for r in rows:
+        word, why = status(r)
+        body.append([r["label"], r["dataset"], _budget(r.get("budget") or {}), _acc(r),
+                     _protocol(r), _iters(r), _cpu(r), _published(r),
+                     _num(r.get("stored_bytes")) if r.get("stored_bytes") is not None else "unknown",
+                     "yes" if has_parity(r["method"], parity) else "—",
+                     f"**{word}**" + (f" ({why})" if why else ""), f"{r['suite']}/{r['id']}"])
+    head = ["method", "dataset", "budget", "accuracy %", "protocol", "iterations run / published",
+            "distillation CPU-s (threads)", "published", "stored bytes", "parity", "status",
+            "results row"]
+    return _table(head, body)
+
+
+def _speed_table(suite: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    body = []
+    for r in rows:
+        c, w = r.get("cpu_s_per_iter") or {}, r.get("wall_s_per_iter") or {}
+        ratio = "—"
+        base = suite["rows"].get(r.get("vs") or "")
+        if base and c.get("median") and (base.get("cpu_s_per_iter") or {}).get("median"):
+            ratio = f"{base['cpu_s_per_iter']['median'] / c['median']:.2f}× vs {base['id']}"
+        opts = ", ".join(f"{k}={v}" for k, v in (r.get("run") or {}).items()) or "defaults"
+        body.append([r["id"], r.get("label") or r.get("method", "?"), r.get("dataset", "?"),
+                     _budget(r.get("budget") or {}), opts, _threads(r),
+                     _num(c.get("median"), 2) if c.get("median") is not None else "unknown",
+                     _num(w.get("median"), 2) if w.get("median") is not None else "unknown",
+                     _gib(r.get("peak_rss_bytes")), ratio, _extra(r.get("extra") or {}),
+                     r.get("status", "?")])
+    return _table(["row", "method", "dataset", "budget", "run options", "threads",
+                   "CPU-s / iteration (median)", "wall s / iteration (median)", "peak RSS",
+                   "speed-up (CPU-s)", "also measured", "status"], body)
+
+
+def _extra(extra: dict[str, Any]) -> str:
+    """Other figures a speed row recorded (FLOPs, fraction of the convolution throughput...)."""
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+    return "; ".join(f"{k} {fmt(v)}" for k, v in extra.items() if v is not None) or "—"
+
+
+def _accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
+    body = []
+    for r in rows:
+        if r.get("status") != "done":
+            body.append([r["id"], (r.get("declared") or {}).get("method", "?")] + [""] * 9
+                        + [r.get("status", "?")])
+            continue
+        word, why = status(r)
+        per = "; ".join(f"{m} {v['mean']:.2f}" for m, v in (r.get("per_model") or {}).items()
+                        if v.get("mean") is not None)
+        body.append([r["id"], r["label"], r["dataset"], _budget(r.get("budget") or {}), _acc(r),
+                     per, _protocol(r), _iters(r), _cpu(r), _cpu(r, "evaluate"),
+                     _gib(r.get("peak_rss_bytes")), _published(r), word])
+    return _table(["row", "method", "dataset", "budget", "result", "per model", "protocol",
+                   "iterations run / published", "distillation CPU-s", "evaluation CPU-s",
+                   "peak RSS", "published", "status"], body)
+
+
+def _where_table(rows: list[dict[str, Any]]) -> list[str]:
+    body = []
+    for r in rows:
+        src = r.get("source") or {}
+        cmd = src.get("command") or ""
+        origin = ", ".join(x for x in (src.get("file"), src.get("commit") and
+                                       f"added in {src['commit'][:9]}") if x) or "—"
+        kept = ", ".join(s["kept"] or f"sha256 {str(s.get('sha256'))[:12]}…, not kept"
+                         for s in r.get("summaries") or [] if s) or "—"
+        body.append([r["id"], _env(r), f"`{cmd}`" if cmd else "—", origin, kept,
+                     (r.get("declared") or {}).get("notes") or ""])
+    return _table(["row", "machine, threads, torch, commit, date", "command", "original file",
+                   "summary", "notes"], body)
+
+
+def suite_section(suite: dict[str, Any], level: str = "##") -> list[str]:
+    lines = [f"{level} {suite['title']} (`{suite['suite']}`)", ""]
+    if suite.get("notes"):
+        lines += [suite["notes"], ""]
+    rows = list(suite["rows"].values())
+    acc = [r for r in rows if r.get("kind") != "speed"]
+    speed = [r for r in rows if r.get("kind") == "speed"]
+    if acc:
+        lines += _accuracy_table(acc) + [""]
+    if speed:
+        lines += _speed_table(suite, speed) + [""]
+    lines += ["Where and how each row was measured:", ""] + _where_table(rows)
+    return lines + [""]
+
+
+def render(data: list[dict[str, Any]], parity: set[str]) -> str:
+    units = data[0]["units"] if data else {}
+    lines = ["# Benchmarks", "", HEADER, "",
+             f"Generated from {len(data)} results files in "
+             "`bench/results/`. Time is in CPU-seconds (process CPU time of all threads, "
+             "waited-for workers included) with the thread count beside it; wall seconds only "
+             "where a row says so. `unknown` means the original run did not record it.", ""]
+    for k, v in units.items():
+        lines.append(f"- `{k}`: {v}")
+    lines += ["", "## Summary: which method, how good, at what cost", "",
+              "One row per method × dataset × budget: the results row with the most iterations "
+              "(then the `paper` protocol, then the most models). Every row of every suite "
+              "follows in the suite sections.", "", STATUS_RULE, ""]
+    lines += summary_table(data, parity) + [""]
+    speed_only = lambda s: all(r.get("kind") == "speed" for r in s["rows"].values())  # noqa: E731
+    for s in data:
+        if not speed_only(s):
+            lines += suite_section(s)
+    if any(speed_only(s) for s in data):
+        lines += ["## Speed and memory", ""]
+        for s in data:
+            if speed_only(s):
+                lines += suite_section(s, "###")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(results_dir: Path, out: Path, parity_dir: Path | None = None) -> Path:
+    from .results import all_results
+
+    text = render(all_results(results_dir), parity_methods(parity_dir))
+    out.write_text(text)
+    return out

@@ -1,0 +1,130 @@
+"""Results files: ``bench/results/<suite>.json``, one per suite, in one schema.
+
+    {"schema": "datadistill.bench/1", "suite", "title", "notes", "units", "machine",
+     "rows": {row_id: {"kind", "status", "declared", "env", ... measurements ...}}}
+
+Accuracy rows hold ``accuracy`` {mean, std, n} over every model of every seed, ``per_model``
+{arch: {mean, std, accs}}, ``iterations_run``, ``cpu_s`` / ``wall_s`` {distill, evaluate} (per
+seed, averaged over seeds), ``peak_rss_bytes``, ``summaries`` [{seed, stored_bytes, sha256,
+kept, rebuild}]. Speed rows hold ``cpu_s_per_iter`` / ``wall_s_per_iter`` {median, all} and
+``peak_rss_bytes``. A value that was not measured is ``null``, never a guess. The file is
+rewritten atomically after every row, so an interrupted suite loses at most the running row.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "datadistill.bench/1"
+UNITS = {
+    "cpu_s": "CPU-seconds: process CPU time (user + sys) of all threads, waited-for worker "
+             "processes included; the row's env.threads says how many threads",
+    "wall_s": "seconds of wall-clock time (depends on the machine's load; not a speed figure)",
+    "peak_rss_bytes": "bytes: peak resident set size of the row's process",
+    "accuracy": "% on the real test split, final model after the protocol's fixed schedule "
+                "(recommender rows: nDCG@10 %), mean ± population std over models and seeds",
+    "stored_bytes": "bytes of the summary's own tensors",
+}
+KEEP_LIMIT = 200_000  # summaries smaller than this are copied into bench/summaries/
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where a bench folder keeps things (``root`` is usually the checkout's ``bench/``)."""
+
+    root: Path
+
+    @property
+    def suites(self) -> Path:
+        return self.root / "suites"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def runs(self) -> Path:  # git-ignored: run folders, checkpoints, large summaries
+        return self.root / "runs"
+
+    @property
+    def summaries(self) -> Path:  # committed: the small summaries a results row cites
+        return self.root / "summaries"
+
+    def results_file(self, suite: str) -> Path:
+        return self.results / f"{suite}.json"
+
+    def run_dir(self, suite: str, row: str, seed: int | None = None) -> Path:
+        d = self.runs / suite / row
+        return d if seed is None else d / f"s{seed}"
+
+
+def new_results(suite, machine: dict[str, Any]) -> dict[str, Any]:
+    return {"schema": SCHEMA, "suite": suite.name, "title": suite.title, "notes": suite.notes,
+            "units": UNITS, "machine": machine, "rows": {}}
+
+
+def load_results(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"{path} is not a {SCHEMA} results file (schema {data.get('schema')!r})")
+    return data
+
+
+def save_results(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def all_results(results_dir: Path) -> list[dict[str, Any]]:
+    """Every results file in the folder, sorted by suite name (files of other schemas skipped)."""
+    out = []
+    for p in sorted(results_dir.glob("*.json")):
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and data.get("schema") == SCHEMA:
+            out.append(data)
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def keep_summary(summary_dir: Path, layout: Layout, suite: str, row: str, seed: int,
+                 stored_bytes: int | None) -> dict[str, Any]:
+    """Record a summary a row cites: its sha256 (of the tensor file) and, when the folder is
+    under ``KEEP_LIMIT`` bytes, a copy in ``bench/summaries/<suite>/<row>/s<seed>/``."""
+    tensors = summary_dir / "summary.safetensors"
+    size = sum(p.stat().st_size for p in summary_dir.iterdir() if p.is_file())
+    rec: dict[str, Any] = {
+        "seed": seed, "stored_bytes": stored_bytes, "file_bytes": size,
+        "sha256": sha256_file(tensors) if tensors.exists() else None,
+        "rebuild": f"python -m datadistill.bench run {suite} --only {row}", "kept": None,
+    }
+    if size < KEEP_LIMIT:
+        dest = layout.summaries / suite / row / f"s{seed}"
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        for p in summary_dir.iterdir():
+            if p.is_file() and not p.name.endswith(".tmp"):
+                shutil.copy2(p, dest / p.name)
+        rec["kept"] = str(dest.relative_to(layout.root.parent)) \
+            if dest.is_relative_to(layout.root.parent) else str(dest)
+    return rec

@@ -1,0 +1,174 @@
+"""Suites declared as data: ``bench/suites/<name>.toml`` read with ``tomllib`` and checked.
+
+A suite file holds a title, ``notes`` (prose the report prints under the suite's heading),
+``[defaults]`` applied to every row, and ``[[rows]]``. A row names a ``method`` (a registered
+distiller or a baseline: ``random``, ``herding``, ``kcenter``, recommender ``active``), a
+``dataset``, a budget (``ipc``, graph ``ratio`` or recommender ``users``), optional ``preset``
+and ``set`` (method parameters), ``iterations``, the evaluation ``protocol`` / ``num_models``
+/ ``models`` / ``seeds``, ``run`` (speed options: threads, precision, fused, compile, ...) and
+``published = {accuracy, std, source, iterations}``. ``kind = "speed"`` rows time ``timed``
+iterations after ``warmup`` ones (``vs`` names the row to compare with). Unknown keys, methods
+and datasets are errors that name them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+ROW_KEYS = {
+    "id", "kind", "method", "label", "dataset", "data_dir", "ipc", "ratio", "users", "preset",
+    "set", "iterations", "protocol", "num_models", "models", "seeds", "run", "published",
+    "summary", "notes", "timed", "warmup", "vs",
+}
+PUBLISHED_KEYS = {"accuracy", "std", "source", "iterations", "protocol", "note"}
+RUN_KEYS = {"device", "precision", "threads", "compile", "fused", "channels_last", "real_chunk",
+            "workers", "allocator"}
+SUITE_KEYS = {"title", "notes", "defaults", "rows"}
+KINDS = ("accuracy", "speed")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be run as written; the message names the file, row and key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One benchmark row, exactly as declared (defaults applied)."""
+
+    id: str
+    method: str
+    dataset: str
+    kind: str = "accuracy"
+    label: str | None = None
+    data_dir: str | None = None
+    ipc: int | None = None
+    ratio: float | None = None
+    users: int | None = None
+    preset: str | None = None
+    set: dict[str, Any] = dataclasses.field(default_factory=dict)
+    iterations: int | None = None
+    protocol: str = "fast"
+    num_models: int | None = None
+    models: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] = (0,)
+    run: dict[str, Any] = dataclasses.field(default_factory=dict)
+    published: dict[str, Any] = dataclasses.field(default_factory=dict)
+    summary: bool = True
+    notes: str = ""
+    timed: int = 3
+    warmup: int = 1
+    vs: str | None = None
+
+    @property
+    def budget(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("ipc", "ratio", "users") if getattr(self, k) is not None}
+
+    def declared(self) -> dict[str, Any]:
+        """The row as a JSON-ready dict (what the results file records)."""
+        d = dataclasses.asdict(self)
+        d["models"] = list(self.models) if self.models is not None else None
+        d["seeds"] = list(self.seeds)
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    title: str
+    notes: str
+    rows: tuple[Row, ...]
+    path: Path | None = None
+
+    def row(self, row_id: str) -> Row:
+        for r in self.rows:
+            if r.id == row_id:
+                return r
+        raise SuiteError(f"suite {self.name!r} has no row {row_id!r}; its rows: "
+                         f"{', '.join(r.id for r in self.rows)}")
+
+
+def _row(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Row:
+    merged = {**defaults, **raw}
+    unknown = sorted(set(merged) - ROW_KEYS)
+    if unknown:
+        raise SuiteError(f"{where}: unknown key(s) {unknown}; a row takes {sorted(ROW_KEYS)}")
+    for key in ("id", "method", "dataset"):
+        if key not in merged:
+            raise SuiteError(f"{where}: missing {key!r}")
+    if not _ID.match(str(merged["id"])):
+        raise SuiteError(f"{where}: row id {merged['id']!r} must be letters, digits, '.', '_', '-'")
+    if merged.get("kind", "accuracy") not in KINDS:
+        raise SuiteError(f"{where}: kind {merged['kind']!r} is not one of {KINDS}")
+    bad = sorted(set(merged.get("run", {})) - RUN_KEYS)
+    if bad:
+        raise SuiteError(f"{where}: unknown run option(s) {bad}; known: {sorted(RUN_KEYS)}")
+    bad = sorted(set(merged.get("published", {})) - PUBLISHED_KEYS)
+    if bad:
+        raise SuiteError(f"{where}: unknown published key(s) {bad}; known: {sorted(PUBLISHED_KEYS)}")
+    if "models" in merged:
+        merged["models"] = tuple(merged["models"])
+    if "seeds" in merged:
+        merged["seeds"] = tuple(int(s) for s in merged["seeds"])
+    try:
+        return Row(**merged)
+    except TypeError as e:
+        raise SuiteError(f"{where}: {e}") from None
+
+
+def parse_suite(text: str, name: str, path: Path | None = None) -> Suite:
+    """A ``Suite`` from TOML text; structure only (names are checked by ``check_suite``)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SuiteError(f"{path or name}: not valid TOML: {e}") from None
+    unknown = sorted(set(raw) - SUITE_KEYS)
+    if unknown:
+        raise SuiteError(f"{path or name}: unknown top-level key(s) {unknown}; known: {sorted(SUITE_KEYS)}")
+    defaults = raw.get("defaults", {})
+    rows = tuple(_row(r, defaults, f"{path or name}: row {i + 1} ({r.get('id', '?')})")
+                 for i, r in enumerate(raw.get("rows", [])))
+    ids = [r.id for r in rows]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise SuiteError(f"{path or name}: duplicate row id(s) {dup}")
+    for r in rows:
+        if r.vs is not None and r.vs not in ids:
+            raise SuiteError(f"{path or name}: row {r.id}: vs = {r.vs!r} is not a row of this suite")
+    return Suite(name, raw.get("title", name), raw.get("notes", "").strip(), rows, path)
+
+
+def check_suite(suite: Suite) -> Suite:
+    """Check every row's method, dataset, preset and parameters against the library's
+    registries; raises ``SuiteError`` naming the suite, the row and the unknown name."""
+    from .runner import check_row
+
+    for r in suite.rows:
+        try:
+            check_row(r)
+        except Exception as e:  # the library's own message lists the known names
+            raise SuiteError(f"suite {suite.name!r}, row {r.id!r}: {e}") from None
+    return suite
+
+
+def load_suite(path: str | Path, check: bool = True) -> Suite:
+    path = Path(path)
+    if not path.exists():
+        raise SuiteError(f"no suite file {path}")
+    suite = parse_suite(path.read_text(), path.stem, path)
+    return check_suite(suite) if check else suite
+
+
+def find_suite(name: str, suites_dir: Path) -> Path:
+    """``name`` as a path, or ``suites_dir/<name>.toml``; the error lists the known suites."""
+    p = Path(name)
+    if p.suffix == ".toml" and p.exists():
+        return p
+    p = suites_dir / f"{name}.toml"
+    if not p.exists():
+        known = ", ".join(sorted(s.stem for s in suites_dir.glob("*.toml"))) or "none"
+        raise SuiteError(f"unknown suite {name!r} (no {p}); known suites: {known}")
+    return p
