@@ -24,7 +24,7 @@ def test_distill_evaluate_show_baseline(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(DISTILL + ["--out", str(run)]) == 0
     for f in ("summary/summary.json", "summary/summary.safetensors", "grid.png", "loss.png",
-              "checkpoint.pt", "log.jsonl", "run.json"):
+              "checkpoint.json", "log.jsonl", "run.json"):
         assert (run / f).exists(), f
     log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert [e["iteration"] for e in log] == [1, 2, 3, 4]

@@ -3,8 +3,8 @@ import dataclasses
 import pytest
 import torch
 
-from datadistill.coresets import select_coreset, select_herding, select_kcenter, select_random
-from datadistill.evaluate import PROTOCOLS, Protocol, evaluate
+from datadistill.baselines.images import select_coreset, select_herding, select_kcenter, select_random
+from datadistill.evaluation import PROTOCOLS, Protocol, evaluate
 from datadistill.synsets import init_from
 
 TINY = Protocol("tiny", epochs=15, num_models=2, dsa=False)
@@ -12,7 +12,7 @@ TINY = Protocol("tiny", epochs=15, num_models=2, dsa=False)
 
 def test_evaluate_report(digits):
     syn = init_from(digits, 5, generator=torch.Generator().manual_seed(0))
-    rep = evaluate(syn, digits, models=("convnet", "mlp"), protocol=TINY, device="cpu")
+    rep = evaluate(syn, digits, models=("convnet", "mlp"), protocol=TINY)
     assert set(rep.results) == {"convnet", "mlp"}
     for r in rep.results.values():
         assert len(r["accs"]) == 2 and r["std"] >= 0
@@ -21,19 +21,19 @@ def test_evaluate_report(digits):
     assert rep.protocol["epochs"] == TINY.epochs and rep.summary["stored_bytes"] == syn.stored_bytes()
     assert "tiny" in rep.table() and "convnet" in rep.table()
     # an override of the model count is recorded
-    rep2 = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, device="cpu")
+    rep2 = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1)
     assert rep2.overrides == {"num_models": 1} and len(rep2.results["mlp"]["accs"]) == 1
     # same seed -> same numbers; evaluation never touches the global RNG
     torch.manual_seed(123)
-    a = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, device="cpu")
+    a = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1)
     torch.manual_seed(456)
-    b = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, device="cpu")
+    b = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1)
     assert a.results["mlp"]["accs"] == b.results["mlp"]["accs"] == rep2.results["mlp"]["accs"]
 
 
 def test_learned_lr_is_used_and_recorded(digits):
     syn = init_from(digits, 2, generator=torch.Generator(), lr=0.05)
-    rep = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, device="cpu")
+    rep = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1)
     assert "learned step size" in rep.overrides["lr"]
 
 
@@ -42,9 +42,9 @@ def test_diverging_training_is_reported_not_hidden(digits, monkeypatch):
     # an absurd learning rate: the loss overflows, and the evaluation stops with the reason
     with pytest.raises(FloatingPointError, match="diverged"):
         evaluate(syn, digits, models=("mlp",), protocol=dataclasses.replace(TINY, lr=1e12),
-                 num_models=1, device="cpu")
+                 num_models=1)
     # a finite run that ends above its starting loss (the width-1024 ConvNet at lr 0.01) warns
-    import datadistill.evaluate as ev
+    import datadistill.evaluation.images as ev
 
     def fake_train(net, x, y, *, on_epoch, **kw):
         for ep, loss in enumerate((0.15, 660.0, 33.0)):
@@ -52,13 +52,13 @@ def test_diverging_training_is_reported_not_hidden(digits, monkeypatch):
         return net.eval()
     monkeypatch.setattr(ev, "train_model", fake_train)
     with pytest.warns(RuntimeWarning, match="higher loss"):
-        rep = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, device="cpu")
+        rep = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1)
     assert rep.results["mlp"]["train_loss_first_last"] == [(0.15, 33.0)]
     monkeypatch.undo()
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        rep = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, device="cpu")
+        rep = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1)
     first, last = rep.results["mlp"]["train_loss_first_last"][0]
     assert last < first  # the real training converges, without a warning
 
@@ -125,10 +125,17 @@ def test_compiled_training_is_the_same_math(digits):
         nets.append(net)
     for (n, a), (_, b) in zip(nets[0].named_parameters(), nets[1].named_parameters()):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-5), n
-    rep = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1, compile=True)
-    assert rep.overrides["compile"] is True and rep.protocol["compile"] is True
-    with pytest.raises(ValueError, match="image summaries"):
-        from datadistill.synsets.pixels import PixelSet
-        from datadistill.data import DataInfo
-        evaluate(PixelSet(DataInfo("g", "graph", 2, (1, 2, 2), (0.,), (1.,)), ipc=1), digits,
-                 compile=True)
+    from datadistill.runtime import RunOptions
+    rep = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1,
+                   run=RunOptions(compile=True))
+    # a run option, recorded beside the protocol, never in it
+    assert rep.run["compile"] is True and "compile" not in rep.protocol
+    assert "compile" not in rep.overrides
+
+
+def test_unknown_modality_has_no_evaluator(digits):
+    from datadistill.data import DataInfo
+    from datadistill.errors import ConfigError
+    from datadistill.synsets.pixels import PixelSet
+    with pytest.raises(ConfigError, match="no evaluator for modality 'audio'"):
+        evaluate(PixelSet(DataInfo("g", "audio", 2, (1, 2, 2), (0.,), (1.,)), ipc=1), digits)

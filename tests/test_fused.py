@@ -1,17 +1,34 @@
 """The fused CPU kernel (instance norm -> ReLU -> 2x2 avg pool): the same function as the
 reference composition, in every way the library differentiates through it."""
+import contextlib
+
 import pytest
 import torch
 
-from datadistill import runtime
+from datadistill import perf
 from datadistill.data.base import DataInfo
 from datadistill.distillers import create_distiller
-from datadistill.models import create_model, fused, fused_conv
+from datadistill.models import create_model
+from datadistill.perf import fused, fused_conv
+from datadistill.runtime import RunOptions
 
 pytestmark = pytest.mark.skipif(not fused.available(),
                                 reason="no C++ toolchain to build the fused kernel")
 
 F64 = torch.float64
+
+
+@contextlib.contextmanager
+def kernels(net, enabled=True):
+    """Within the block ``net`` computes its blocks with (or without) the fused kernels."""
+    prev = [(m, m.fused) for m in net.modules() if hasattr(m, "fused")]
+    for m, _ in prev:
+        m.fused = enabled
+    try:
+        yield
+    finally:
+        for m, f in prev:
+            m.fused = f
 
 
 def _block(shape, dtype=F64, channels_last=False, seed=0):
@@ -227,8 +244,8 @@ def test_mtt_with_the_kernels_follows_the_same_trajectory(dbwd_calls):
         runs = []
         for flag in (False, True):
             d = create_distiller("mtt", iterations=2, syn_steps=3, expert_epochs=1,
-                                 max_start_epoch=1, num_experts=1, train_epochs=2, fused=flag,
-                                 device="cpu", seed=0, lr_img=100.0)
+                                 max_start_epoch=1, num_experts=1, train_epochs=2,
+                                 seed=0, lr_img=100.0)
 
             class Traj(ExpertTrajectories):  # a fixed two-epoch segment from the model's init
                 def __init__(self, real_, model):
@@ -246,10 +263,13 @@ def test_mtt_with_the_kernels_follows_the_same_trajectory(dbwd_calls):
                 def __getitem__(self, i):
                     return self.traj
 
+                def params_at(self, i, epoch):
+                    return self.traj[epoch].clone()
+
             d.experts = lambda r, d=d: Traj(r, d.model)
             syn = d.init_synset(data, ipc=2)
             x_init = syn.x.detach().clone()
-            d.distill(data, syn)
+            d.distill(data, syn, run=RunOptions(fused=flag))
             runs.append((syn.x.detach().clone(), float(syn.lr.detach())))
     finally:
         torch.set_default_dtype(prev)
@@ -272,7 +292,7 @@ def test_grad_of_grad_under_torch_func():
         return sum((t * t).sum() for t in g.values())
 
     ref = grad(outer)(x)
-    with runtime.fused_kernels():
+    with kernels(net):
         got = grad(outer)(x)
         compiled = torch.compile(grad(outer), dynamic=False)(x)  # cannot see through a kernel
     torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)
@@ -317,16 +337,20 @@ def test_build_failure_says_what_is_missing(monkeypatch):
     with pytest.raises(RuntimeError, match="C\\+\\+ compiler and ninja"):
         fused.build()
     with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):  # remembered, not retried
-        with runtime.fused_kernels():
-            pass
-    assert not runtime.fused_kernels_enabled()
+        perf.resolve(RunOptions(device="cpu", fused=True))
+    # the auto path falls back to plain PyTorch (the same function) and says so once
+    monkeypatch.setattr(perf, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="fused CPU kernels are off"):
+        assert perf.resolve(RunOptions(device="cpu")).fused is False
+    monkeypatch.setattr(perf, "compiler_available", lambda: False)
+    assert perf.resolve(RunOptions(device="cpu")).fused is False  # (warned already: silent)
 
 
 def _net_and_grads(info, x, dtype, enabled, seed=0):
-    net = create_model("convnet", info, generator=torch.Generator().manual_seed(seed)).to(dtype)
-    with runtime.fused_kernels(enabled):
-        out = net(x)
-        grads = torch.autograd.grad((out * out).sum(), list(net.parameters()))
+    net = create_model("convnet", info, generator=torch.Generator().manual_seed(seed),
+                       fused=enabled).to(dtype)
+    out = net(x)
+    grads = torch.autograd.grad((out * out).sum(), list(net.parameters()))
     return out, grads
 
 
@@ -363,7 +387,7 @@ def test_compiled_func_grad_and_vmap_agree_with_eager():
         return torch.nn.functional.cross_entropy(functional_call(net, p, (xb,)), yb)
 
     ref = grad(loss)(params, x, y)
-    with runtime.fused_kernels():
+    with kernels(net):
         eager = grad(loss)(params, x, y)
         compiled = torch.compile(grad(loss), dynamic=False)(params, x, y)
         # vmap over examples: the kernel does not batch, the ConvNet takes the reference path
@@ -387,10 +411,10 @@ def test_dc_with_the_kernel_follows_the_same_trajectory():
         data.train.x = data.train.x.double()
         runs = []
         for flag in (False, True):
-            d = create_distiller("dc", preset="tiny", iterations=3, fused=flag, device="cpu", seed=0)
+            d = create_distiller("dc", preset="tiny", iterations=3, seed=0)
             syn = d.init_synset(data, ipc=2)
-            d.distill(data, syn)
-            runs.append((syn.x.detach().clone(), syn.meta["params"]["fused"]))
+            d.distill(data, syn, run=RunOptions(fused=flag))
+            runs.append((syn.x.detach().clone(), syn.meta["run"]["fused"]))
     finally:
         torch.set_default_dtype(prev)
     (x0, f0), (x1, f1) = runs
@@ -399,27 +423,27 @@ def test_dc_with_the_kernel_follows_the_same_trajectory():
 
 
 def test_resume_may_switch_the_kernel_on(digits, tmp_path):
-    d1 = create_distiller("dm", iterations=4, batch_real=32, device="cpu", seed=0)
+    d1 = create_distiller("dm", iterations=4, batch_real=32, seed=0)
     s1 = d1.init_synset(digits, ipc=2)
 
     def stop_at_2(ev):
         if ev["iteration"] == 2:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        d1.distill(digits, s1, [stop_at_2], workdir=tmp_path)
-    d2 = create_distiller("dm", iterations=4, batch_real=32, device="cpu", seed=0, fused=True)
+        d1.distill(digits, s1, [stop_at_2], workdir=tmp_path, run=RunOptions(fused=False))
+    d2 = create_distiller("dm", iterations=4, batch_real=32, seed=0)
     s2 = d2.init_synset(digits, ipc=2)
-    d2.distill(digits, s2, workdir=tmp_path, resume=True)
-    assert s2.meta["iterations"] == 4
+    d2.distill(digits, s2, workdir=tmp_path, resume=True, run=RunOptions(fused=True))
+    assert s2.meta["iterations"] == 4 and s2.meta["run"]["fused"] is True
 
 
 def test_evaluate_records_the_kernel(digits):
-    from datadistill.coresets import select_coreset
-    from datadistill.evaluate import evaluate
+    from datadistill.baselines.images import select_coreset
+    from datadistill.evaluation import evaluate
     syn = select_coreset(digits, 2, "random", seed=0)
-    a = evaluate(syn, digits, protocol="smoke", fused=False)
-    b = evaluate(syn, digits, protocol="smoke", fused=True)
-    assert b.overrides.get("fused") is True and b.protocol["fused"] is True
+    a = evaluate(syn, digits, protocol="smoke", run=RunOptions(fused=False))
+    b = evaluate(syn, digits, protocol="smoke", run=RunOptions(fused=True))
+    assert b.run["fused"] is True and a.run["fused"] is False and not b.overrides
     assert abs(a.results["convnet"]["mean"] - b.results["convnet"]["mean"]) <= 3.0
 
 
@@ -434,18 +458,20 @@ def test_cli_fused_flag_is_used_and_recorded(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     assert main(["distill", "--method", "dm", "--dataset", "digits", "--ipc", "2",
                  "--iterations", "2", "--set", "batch_real=16", "--quiet", "--device", "cpu",
-                 "--fused", "--out", str(run)]) == 0
-    assert load_summary(run / "summary").meta["params"]["fused"] is True
-    assert json.loads((run / "run.json").read_text())["fused"] is True
+                 "--fused", "on", "--out", str(run)]) == 0
+    meta = load_summary(run / "summary").meta
+    assert meta["run"]["fused"] is True and "fused" not in meta["params"]
+    assert "fused" not in json.loads((run / "run.json").read_text())  # not a run setting to keep
     assert calls  # the ConvNet ran its blocks through the kernel
     n = len(calls)
     capsys.readouterr()
-    assert main(["evaluate", str(run), "--protocol", "smoke", "--fused", "--json",
+    assert main(["evaluate", str(run), "--protocol", "smoke", "--fused", "off", "--json",
                  "--device", "cpu"]) == 0
     rep = json.loads(capsys.readouterr().out)
-    assert rep["protocol"]["fused"] is True and rep["overrides"]["fused"] is True
-    assert len(calls) > n
-    assert not runtime.fused_kernels_enabled()  # switched off again after the command
+    assert rep["run"]["fused"] is False and len(calls) == n  # off means off
+    assert main(["evaluate", str(run), "--protocol", "smoke", "--json", "--device", "cpu"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["run"]["fused"] is True and len(calls) > n  # auto: on where it builds
 
 
 def test_tesla_fused_ignores_fast_norm_and_runs_the_kernels(digits, dbwd_calls):
@@ -453,10 +479,9 @@ def test_tesla_fused_ignores_fast_norm_and_runs_the_kernels(digits, dbwd_calls):
     (TESLA's default is True): the same summary either way, and the double-backward kernel runs."""
     out = []
     for fast_norm in (True, False):
-        d = create_distiller("tesla", preset="tiny", fused=True, fast_norm=fast_norm,
-                             device="cpu", seed=0)
+        d = create_distiller("tesla", preset="tiny", seed=0)
         syn = d.init_synset(digits, ipc=2)
-        d.distill(digits, syn)
+        d.distill(digits, syn, run=RunOptions(fused=True, fast_norm=fast_norm))
         out.append(syn.x.detach().clone())
     assert dbwd_calls
     torch.testing.assert_close(out[0], out[1], rtol=0, atol=0)

@@ -4,6 +4,7 @@ import dataclasses
 import pytest
 import torch
 
+from datadistill.runtime import RunOptions
 from datadistill.distillers import DISTILLERS, ConfigError, create_distiller
 from datadistill.distillers.dc import DC, LOOPS, freeze_batchnorm, loops_for_ipc
 from datadistill.distillers.dcc import DCC
@@ -98,7 +99,7 @@ def _fixed_batches(real, syn, k=10):
 
 @pytest.mark.parametrize("method", ["dc", "dcc"])
 def test_matching_loss_matches_the_equation(digits, method):
-    d = create_distiller(method, "tiny", device="cpu", dsa=False)
+    d = create_distiller(method, "tiny", dsa=False)
     syn = d.init_synset(digits, ipc=2)
     d.setup(digits, syn)
     net = create_model(d.model, digits.info, generator=gen(3))
@@ -125,7 +126,7 @@ def test_matching_loss_matches_the_equation(digits, method):
 def test_dc_and_dcc_objectives_differ(digits):
     vals = []
     for cls in (DC, DCC):
-        d = cls(iterations=1, batch_real=8, dsa=False, device="cpu")
+        d = cls(iterations=1, batch_real=8, dsa=False)
         syn = d.init_synset(digits, ipc=2)
         d.setup(digits, syn)
         net = create_model(d.model, digits.info, generator=gen(3))
@@ -137,7 +138,7 @@ def test_dc_and_dcc_objectives_differ(digits):
 
 def test_dc_step_outer_inner_loops(digits, monkeypatch):
     """outer_loop matching steps, an inner loop after all but the last, network fresh each step."""
-    d = create_distiller("dc", iterations=1, batch_real=8, outer_loop=3, inner_loop=2, device="cpu")
+    d = create_distiller("dc", iterations=1, batch_real=8, outer_loop=3, inner_loop=2)
     syn = d.init_synset(digits, ipc=1)
     d.setup(digits, syn)
     calls = {"match": 0, "train": 0}
@@ -161,8 +162,8 @@ def test_dc_compiled_step_is_the_same_math(digits):
     well-posed equality test.)"""
     out = []
     for comp in (False, True):
-        d = create_distiller("dc", iterations=1, batch_real=8, outer_loop=1, inner_loop=0,
-                             device="cpu", compile=comp, seed=3)
+        d = create_distiller("dc", iterations=1, batch_real=8, outer_loop=1, inner_loop=0, seed=3)
+        d.use_run(RunOptions(compile=comp, fused=False))
         syn = d.init_synset(digits, ipc=1)
         x0 = syn.x.detach().clone()
         d.setup(digits, syn)
@@ -175,7 +176,8 @@ def test_dc_compiled_step_is_the_same_math(digits):
     assert torch.allclose(out[0], out[1], rtol=1e-3, atol=5e-4 * float(out[0].abs().max()))
     nets = []
     for comp in (False, True):
-        d = create_distiller("dc", iterations=1, inner_loop=3, device="cpu", compile=comp, seed=3)
+        d = create_distiller("dc", iterations=1, inner_loop=3, seed=3)
+        d.use_run(RunOptions(compile=comp, fused=False))
         syn = d.init_synset(digits, ipc=2)
         d.setup(digits, syn)
         net = d.fresh_network(digits)
@@ -191,18 +193,18 @@ def test_compiled_and_fused_matching_step_is_the_same_math(digits, method):
     """One matching step (all classes) with ``compile=True`` — compiled real gradient and the
     compiled torch.func synthetic side, whose gradient reaches the summary through DSA's
     augmentation — and with the fused kernel too, against eager: the same update."""
-    from datadistill.models import fused
-    variants = [dict(compile=False), dict(compile=True)]
+    from datadistill.perf import fused
+    variants = [dict(compile=False, fused=False), dict(compile=True, fused=False)]
     if fused.available():
         variants.append(dict(compile=True, fused=True))
     out, losses = [], []
     for kw in variants:
         d = create_distiller(method, iterations=1, batch_real=8, outer_loop=1, inner_loop=0,
-                             device="cpu", seed=3, **kw)
+                             seed=3)
         syn = d.init_synset(digits, ipc=2)
         x0 = syn.x.detach().clone()
         ev = []
-        d.distill(digits, syn, [ev.append])
+        d.distill(digits, syn, [ev.append], run=RunOptions(**kw))
         out.append(syn.x.detach() - x0)
         losses.append(ev[0]["loss"])
     assert out[0].abs().max() > 0
@@ -212,7 +214,7 @@ def test_compiled_and_fused_matching_step_is_the_same_math(digits, method):
 
 
 def test_dc_with_batchnorm_network_runs(digits):
-    d = create_distiller("dc", "tiny", model="convnet_bn", device="cpu", bn_batch=4)
+    d = create_distiller("dc", "tiny", model="convnet_bn", bn_batch=4)
     syn = d.init_synset(digits, ipc=1)
     d.distill(digits, syn)
     assert syn.check_finite()
@@ -257,7 +259,7 @@ def test_multiformation_set(digits, tmp_path):
 
 # -- IDC -----------------------------------------------------------------------------------------
 def test_idc_published_settings_and_step(digits):
-    d = create_distiller("idc", "tiny", device="cpu")
+    d = create_distiller("idc", "tiny")
     assert (IDC().factor, IDC().iterations, IDC().inner_loop, IDC().batch_real) == (2, 2000, 100, 64)
     syn = d.init_synset(digits, ipc=2)
     assert syn.kind == "multiformation" and syn.factor == 2 and syn.num_examples == 80
@@ -276,7 +278,7 @@ def test_idc_published_settings_and_step(digits):
 
 
 def test_idc_network_trains_on_real_data(digits, monkeypatch):
-    d = create_distiller("idc", "tiny", device="cpu")
+    d = create_distiller("idc", "tiny")
     syn = d.init_synset(digits, ipc=1)
     d.setup(digits, syn)
     seen = []

@@ -10,9 +10,9 @@ pytest.importorskip("torch_geometric")
 from datadistill.cli import main as cli_main  # noqa: E402
 from datadistill.data import DatasetNotFoundError, DataInfo, load_dataset  # noqa: E402
 from datadistill.distillers import create_distiller  # noqa: E402
-from datadistill.distillers.gcond import node_budget  # noqa: E402
-from datadistill.evaluate import evaluate  # noqa: E402
-from datadistill.graph_coresets import select_graph_coreset  # noqa: E402
+from datadistill.synsets.graph import node_budget  # noqa: E402
+from datadistill.evaluation import evaluate  # noqa: E402
+from datadistill.baselines.graphs import select_graph_coreset  # noqa: E402
 from datadistill.models import create_model  # noqa: E402
 from datadistill.models.gnn import dense_to_edges, gcn_norm  # noqa: E402
 from datadistill.synsets import load_summary  # noqa: E402
@@ -43,7 +43,7 @@ def test_loaders_public_split(cora, mutag, data_root):
     assert cora.class_counts() == [20] * 7 and cora.info.shape == (1433,)
     assert torch.allclose(cora.x.sum(1)[cora.x.sum(1) > 0], torch.ones(1))  # row-normalized
     assert cora.x_input.layout != torch.strided  # sparse (CSR) features
-    assert mutag.info.extra["task"] == "graph" and len(mutag.graphs) == 188
+    assert mutag.info.task == "graph" and len(mutag.graphs) == 188
     assert len(mutag.test_idx) == 19 and len(mutag.val_idx) == 19 and len(mutag.train_idx) == 150
     assert not set(mutag.train_idx.tolist()) & set(mutag.test_idx.tolist())
     citeseer = load_dataset("citeseer", data_dir=data_root / "planetoid")
@@ -72,7 +72,7 @@ def test_gcond_budget_matches_paper_ratios():
 @pytest.mark.parametrize("task", ["node", "graph"])
 @pytest.mark.parametrize("name", ["gcn", "sgc", "graphsage", "gat"])
 def test_gnns(name, task):
-    info = DataInfo("t", "graph", 3, (5,), extra={"task": task})
+    info = DataInfo("t", "graph", 3, (5,), task=task)
     m1 = create_model(name, info, generator=torch.Generator().manual_seed(1))
     m2 = create_model(name, info, generator=torch.Generator().manual_seed(1))
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
@@ -116,7 +116,7 @@ def test_structures():
 
 
 def test_graph_summaries_save_load(tmp_path, cora):
-    d = create_distiller("gcond", "tiny", device="cpu")
+    d = create_distiller("gcond", "tiny")
     syn = d.init_synset(cora, ratio=0.013)
     assert syn.meta["ratio_of_labelled"] == 0.25 and syn.num_examples == 35
     syn.save(tmp_path / "s")
@@ -137,7 +137,7 @@ def test_graph_summaries_save_load(tmp_path, cora):
 
 def test_gcond_alternates_structure_and_features(cora):
     d = create_distiller("gcond", iterations=2, outer_loop=1, inner_loop=0, adj_every=2,
-                         adj_steps=1, lr_data=0.01, lr_adj=0.01, device="cpu")
+                         adj_steps=1, lr_data=0.01, lr_adj=0.01)
     syn = d.init_synset(cora, ratio=0.013)
     x0, p0 = syn.x.detach().clone(), syn.pge.out.weight.detach().clone()
     seen = []
@@ -152,7 +152,7 @@ def test_gcond_alternates_structure_and_features(cora):
 
 def test_gcond_reduces_its_matching_loss(cora):
     d = create_distiller("gcond", iterations=12, outer_loop=1, inner_loop=0, lr_data=1e-3,
-                         adj_every=1000, adj_steps=0, device="cpu", seed=1)
+                         adj_every=1000, adj_steps=0, seed=1)
     syn = d.init_synset(cora, ratio=0.013)
     d.setup(cora, syn)
     d.gen_ = torch.Generator().manual_seed(5)
@@ -167,7 +167,7 @@ def test_gcond_reduces_its_matching_loss(cora):
 
 
 def _val_accuracy(syn, real, epochs=200):
-    from datadistill.graph import train_node_model
+    from datadistill.evaluation.graphs import train_node_model
     net = create_model("gcn", syn.info, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         inputs = syn.inputs()
@@ -182,7 +182,7 @@ def test_gcdm_learns_a_class_structured_graph(cora):
     class-homophilous adjacency and a summary far above one class (1/7 of Cora's 7 classes,
     the largest validation class is 61/500)."""
     d = create_distiller("gcdm", iterations=20, outer_loop=20, adj_every=50, adj_steps=10,
-                         device="cpu", seed=0)
+                         seed=0)
     syn = d.init_synset(cora, ratio=0.026)
     d.distill(cora, syn)
     with torch.no_grad():
@@ -197,7 +197,7 @@ def test_gcdm_learns_a_class_structured_graph(cora):
 
 def test_gcdm_random_relay_matches_fresh_networks(cora):
     d = create_distiller("gcdm", iterations=1, outer_loop=3, adj_every=2, adj_steps=1,
-                         device="cpu", seed=0)
+                         seed=0)
     syn = d.init_synset(cora, ratio=0.013)
     d.setup(cora, syn)
     made = []
@@ -212,7 +212,7 @@ def test_gcdm_random_relay_matches_fresh_networks(cora):
 
 
 def test_doscond_graph_sets(mutag, tmp_path):
-    d = create_distiller("doscond", "tiny", device="cpu")
+    d = create_distiller("doscond", "tiny")
     syn = d.init_synset(mutag, ipc=2)
     assert isinstance(syn, GraphBatchSet) and syn.nodes == 18 and syn.num_examples == 4
     assert set(syn.x.detach().sum(-1).unique().tolist()) <= {0.0, 1.0}  # one-hot real atoms
@@ -231,7 +231,7 @@ def test_coresets_and_evaluator(cora, mutag):
     assert syn.num_examples == 140 and syn.adjacency_kind == "fixed"
     sel = torch.tensor(sum(syn.meta["selected"], []))
     assert set(sel.tolist()) == set(cora.train_idx.tolist())  # 100% of labelled nodes
-    rep = evaluate(syn, cora, protocol="smoke", device="cpu")
+    rep = evaluate(syn, cora, protocol="smoke")
     assert rep.protocol["selection"] == "best validation" and rep.summary["task"] == "node"
     assert rep.results["gcn"]["mean"] > 45  # chance is ~14-32%
     gs = select_graph_coreset(mutag, "kcenter", ipc=3, seed=0, feature_epochs=2)
@@ -239,7 +239,7 @@ def test_coresets_and_evaluator(cora, mutag):
     assert gs.sizes.tolist() == [mutag.graphs[i].num_nodes for i in picked]
     x, ei, w, batch, g = gs.inputs()
     assert ei.shape[1] == sum(mutag.graphs[i].edge_index.shape[1] for i in picked)
-    rep = evaluate(gs, mutag, protocol="smoke", device="cpu", models=("gcn", "gat"))
+    rep = evaluate(gs, mutag, protocol="smoke", models=("gcn", "gat"))
     assert set(rep.results) == {"gcn", "gat"}
 
 

@@ -8,11 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from datadistill.runtime import RunOptions
 from datadistill.distillers import ConfigError, create_distiller
-from datadistill.kernel_eval import KERNELS, evaluate_krr, make_kernel
-from datadistill.kernels import fc_kernels
-from datadistill.kernels_conv import EmpiricalNTK, RandomFeatureNNGP, conv_kernels
-from datadistill.kernels_pool import conv_pool_kernels
+from datadistill.kernels import KERNELS, make_kernel
+from datadistill.evaluation.krr import evaluate_krr
+from datadistill.kernels.fc import fc_kernels
+from datadistill.kernels.conv import EmpiricalNTK, RandomFeatureNNGP, conv_kernels
+from datadistill.kernels.pool import conv_pool_kernels
 
 
 class NTKNet(nn.Module):
@@ -329,9 +331,9 @@ def test_kip_streaming_equals_one_block(digits, kernel):
     for chunk in (7, 1000):
         # digits are 8x8 (12x12 after the first padding): 2 pooled blocks
         d = create_distiller("kip", "tiny", kernel=kernel, kernel_width=8, iterations=1,
-                             real_chunk=chunk, kernel_depth=2 if "pool" in kernel else None)
+                             kernel_depth=2 if "pool" in kernel else None)
         syn = d.init_synset(digits, ipc=1)
-        d.distill(digits, syn)
+        d.distill(digits, syn, run=RunOptions(chunk=chunk))
         grads = [st["exp_avg"].clone() for st in d.optimizer_.state.values()]  # (1 - beta1) g
         out.append((syn.x.detach().clone(), syn.y.detach().clone(), grads))
     for ga, gb in zip(out[0][2], out[1][2]):
@@ -344,7 +346,7 @@ def test_kip_streaming_equals_one_block(digits, kernel):
 
 
 def test_kip_pooled_kernel_releases_memory(digits, monkeypatch):
-    """With a pooled kernel on CPU each iteration runs under runtime.resident_is_live (the tuned
+    """With a pooled kernel on CPU each iteration runs under perf.resident_is_live (the tuned
     glibc heap otherwise kept the freed chunk graphs: 10 GB RSS); release_memory=False and the
     other kernels keep the tuned allocator."""
     import contextlib
@@ -360,10 +362,10 @@ def test_kip_pooled_kernel_releases_memory(digits, monkeypatch):
     for kernel, release, expect in (("conv_pool_ntk", True, 1), ("conv_pool_ntk", False, 0),
                                     ("fc_ntk", True, 0)):
         entered.clear()
-        d = create_distiller("kip", "tiny", kernel=kernel, iterations=1, release_memory=release,
+        d = create_distiller("kip", "tiny", kernel=kernel, iterations=1,
                              kernel_depth=2 if "pool" in kernel else None)
         syn = d.init_synset(digits, ipc=1)
-        d.distill(digits, syn)
+        d.distill(digits, syn, run=RunOptions(release_memory=release))
         assert len(entered) == expect, (kernel, release)
 
 

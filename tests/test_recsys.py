@@ -11,11 +11,11 @@ import torch
 from datadistill.data import DataFormatError, DatasetNotFoundError, load_dataset
 from datadistill.data.recsys import Interactions, build, k_core
 from datadistill.distillers import ConfigError, create_distiller
-from datadistill.evaluate import evaluate
-from datadistill.recsys.evaluation import RECSYS_PROTOCOLS, select_and_test
-from datadistill.recsys.metrics import batch_metrics, rank_metrics
-from datadistill.recsys.models import create_recommender
-from datadistill.recsys.subsets import select_users
+from datadistill.evaluation import evaluate
+from datadistill.evaluation.recsys import RECSYS_PROTOCOLS, select_and_test
+from datadistill.evaluation.ranking import batch_metrics, rank_metrics
+from datadistill.models.recsys import create_recommender
+from datadistill.baselines.recsys import select_users
 from datadistill.synsets import load_summary
 from datadistill.synsets.users import GumbelUserSet, _MultiGumbel
 

@@ -9,6 +9,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from .errors import NonFiniteLossError
+
 EXIT_INTERRUPTED = 130
 
 
@@ -58,10 +60,10 @@ def _err(msg: str) -> int:
 
 # -- commands -------------------------------------------------------------------------------------
 def cmd_list(args) -> int:
-    from .coresets import CORESETS
+    from .baselines import CORESETS
     from .data import DATASETS
     from .distillers import DISTILLERS
-    from .evaluate import PROTOCOLS
+    from .evaluation import PROTOCOLS
     from .models import MODELS
 
     what = {"methods": DISTILLERS, "datasets": DATASETS, "models": MODELS, "coresets": CORESETS}
@@ -88,9 +90,31 @@ def _load_data(dataset: str, data_dir, zca: bool = False):
     return load_dataset(dataset, data_dir=data_dir, **kw)
 
 
+RUN_FLAGS = ("device", "precision", "threads", "compile", "fused", "channels_last", "chunk",
+             "workers")
+
+
+def _run_options(args):
+    """``RunOptions`` from the CLI's speed flags (how fast, never what)."""
+    from .runtime import RunOptions
+
+    tri = {"auto": "auto", "on": True, "off": False}
+    kw = {}
+    for k in RUN_FLAGS:
+        v = getattr(args, k, None)
+        if v is None or v is False and k == "channels_last":
+            continue
+        kw[k] = tri[v] if k in ("compile", "fused") else v
+    return RunOptions(**kw)
+
+
+def _describe_run(run) -> str:
+    from . import perf
+    return perf.describe(run)
+
+
 def cmd_distill(args) -> int:
-    from . import runtime
-    from .distillers import DISTILLERS, NonFiniteLossError
+    from .distillers import DISTILLERS
     from .report import curve_png, image_grid
 
     out = Path(args.out)
@@ -98,29 +122,29 @@ def cmd_distill(args) -> int:
     if args.resume and run_file.exists():
         saved = json.loads(run_file.read_text())
         for k, v in saved.items():
+            if k in RUN_FLAGS:  # speed options are the current invocation's, never the saved ones
+                continue
             if getattr(args, k, None) in (None, [], False):
                 setattr(args, k, v)
     if not args.method or not args.dataset:
         return _err("distill needs --method and --dataset (or --resume on a run folder)")
     cls = DISTILLERS.get(args.method)
     params = _method_params(cls, args.set)
-    for flag in ("iterations", "seed", "precision", "device"):
+    for flag in ("iterations", "seed"):
         v = getattr(args, flag)
         if v is not None:
             params[flag] = v
-    if args.fused:
-        params["fused"] = True
     distiller = cls.from_config(args.preset, **params)
-    print(f"[datadistill] allocator: {runtime.tune_allocator()}; device: "
-          f"{runtime.resolve_device(distiller.device)}; precision: {distiller.precision}", file=sys.stderr)
+    run = distiller.use_run(_run_options(args))
+    print(f"[datadistill] {_describe_run(run)}", file=sys.stderr)
     real = _load_data(args.dataset, args.data_dir, args.zca)
-    budget = {k: getattr(args, k) for k in ("ratio", "users") if getattr(args, k) is not None}
-    syn = distiller.init_synset(real, ipc=args.ipc, **budget)
+    budget = {k: getattr(args, k) for k in ("ipc", "ratio", "users") if getattr(args, k) is not None}
+    syn = distiller.init_synset(real, **budget)
     syn.meta["dataset_source"] = args.dataset
     out.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps({k: getattr(args, k) for k in (
         "method", "dataset", "ipc", "ratio", "users", "preset", "set", "iterations", "seed",
-        "precision", "data_dir", "zca", "fused")}, indent=2))
+        "data_dir", "zca")}, indent=2))
     log = open(out / "log.jsonl", "a")
     history: list[tuple[float, float]] = []
     bar = None
@@ -141,7 +165,7 @@ def cmd_distill(args) -> int:
 
     try:
         distiller.distill(real, syn, [progress], workdir=out, resume=args.resume,
-                          checkpoint_every_s=args.checkpoint_every)
+                          checkpoint_every_s=args.checkpoint_every, run=run)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the latest summary and a checkpoint are in {out}; "
               f"continue with: datadistill distill --out {out} --resume", file=sys.stderr)
@@ -163,22 +187,18 @@ def cmd_distill(args) -> int:
 
 
 def cmd_baseline(args) -> int:
-    from . import runtime
-    from .coresets import select_coreset
+    from . import perf
+    from .baselines import select_baseline
     from .report import image_grid
 
-    runtime.tune_allocator()
-    real = _load_data(args.dataset, args.data_dir, args.zca)
-    if real.info.modality == "graph":  # nodes (--ratio) or graphs (--ipc) of the real data
-        from .graph_coresets import select_graph_coreset
-        syn = select_graph_coreset(real, args.coreset, ratio=args.ratio, ipc=args.ipc,
-                                   seed=args.seed, device=args.device,
-                                   **({} if args.model == "convnet" else {"model": args.model}))
-    else:
-        if args.ipc is None:
-            return _err("baseline needs --ipc")
-        syn = select_coreset(real, args.ipc, args.coreset, seed=args.seed, model=args.model,
-                             device=args.device, log=lambda m: print(m, file=sys.stderr))
+    run = perf.resolve(_run_options(args))
+    with perf.activate(run):
+        real = _load_data(args.dataset, args.data_dir, args.zca)
+        syn = select_baseline(real, args.coreset, ipc=args.ipc, ratio=args.ratio,
+                              users=args.users, seed=args.seed,
+                              model=None if args.model == "auto" else args.model,
+                              device=run.device, **({"log": lambda m: print(m, file=sys.stderr)}
+                                                    if real.info.modality == "image" else {}))
     syn.meta["dataset_source"] = args.dataset
     out = Path(args.out)
     syn.save(out / "summary")
@@ -194,28 +214,29 @@ def _summary_path(p: str) -> Path:
 
 
 def cmd_evaluate(args) -> int:
-    from . import runtime
-    from .evaluate import evaluate
+    from . import perf
+    from .evaluation import evaluate
     from .synsets import load_summary
 
-    runtime.tune_allocator()
     syn = load_summary(_summary_path(args.summary))
     source = args.dataset or syn.meta.get("dataset_source") or syn.info.name
     real = _load_data(source, args.data_dir)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     note = (lambda ev: print(f"  {ev['model']} #{ev['index'] + 1}: {ev['accuracy']:.2f}%",
                              file=sys.stderr)) if not args.json else None
+    run = _run_options(args)
+    if not args.json:
+        print(f"[datadistill] {_describe_run(perf.resolve(run))}", file=sys.stderr)
     rep = evaluate(syn, real, models=models, protocol=args.protocol, num_models=args.num_models,
-                   seed=args.seed, device=args.device, full_reference=args.full_reference,
-                   compile=True if args.compile else None, fused=True if args.fused else None,
-                   on_model=note)
+                   seed=args.seed, full_reference=args.full_reference, on_model=note, run=run)
     if args.num_models is not None:
         print(f"note: --num-models {args.num_models} overrides protocol {args.protocol!r}",
               file=sys.stderr)
     krr = None
     if args.krr:  # kernel methods: KRR with the summary's (or the named) kernel, reported beside
-        from .kernel_eval import evaluate_krr
-        krr = evaluate_krr(syn, real, None if args.krr == "auto" else args.krr, device=args.device)
+        from .evaluation.krr import evaluate_krr
+        krr = evaluate_krr(syn, real, None if args.krr == "auto" else args.krr,
+                           device=rep.run.get("device"))
     text = rep.to_json() if krr is None else json.dumps({**rep.to_dict(), "krr": krr}, indent=2)
     if args.out:
         Path(args.out).write_text(text)
@@ -253,24 +274,23 @@ def cmd_show(args) -> int:
 
 def cmd_demo(args) -> int:
     """Distill digits with DM, evaluate against a random subset, write the picture, print a table."""
-    from . import runtime
-    from .coresets import select_coreset
+    from .baselines import select_coreset
     from .data import load_dataset
     from .distillers import create_distiller
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .report import image_grid
 
-    runtime.tune_allocator()
     out = Path(args.out)
     real = load_dataset("digits")
     print(f"data: {real}", file=sys.stderr)
-    d = create_distiller("dm", iterations=args.iterations, seed=args.seed, device=args.device)
+    run = _run_options(args)
+    d = create_distiller("dm", iterations=args.iterations, seed=args.seed)
     syn = d.init_synset(real, ipc=args.ipc)
     t0 = time.perf_counter()
     from tqdm import tqdm
     with tqdm(total=d.iterations, desc="dm", file=sys.stderr, disable=args.quiet) as bar:
         d.distill(real, syn, [lambda e: (bar.set_postfix(loss=f"{e['loss']:.3g}"), bar.update(1))],
-                  workdir=out / "dm")
+                  workdir=out / "dm", run=run)
     t_dm = time.perf_counter() - t0
     rnd = select_coreset(real, args.ipc, "random", seed=args.seed)
     rnd.save(out / "random" / "summary")
@@ -278,7 +298,7 @@ def cmd_demo(args) -> int:
     rows = []
     for name, s in (("random", rnd), ("dm", syn)):
         rep = evaluate(s, real, models=("convnet", "mlp"), protocol=args.protocol, seed=args.seed,
-                       device=args.device)
+                       run=run)
         rows.append((name, rep))
     print(f"\ndigits, {args.ipc} images per class, protocol {args.protocol!r} "
           f"({rows[0][1].protocol['epochs']} epochs x {rows[0][1].protocol['num_models']} models); "
@@ -297,10 +317,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, data=True):
-        sp.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if present)")
         sp.add_argument("--seed", type=int, default=None if sp.prog.endswith("distill") else 0)
         if data:
             sp.add_argument("--data-dir", default=None, help="folder holding the dataset files")
+        g = sp.add_argument_group("run options (how fast, never what: recorded, never a resume "
+                                  "conflict; default auto = the fastest same-function path)")
+        g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if present)")
+        g.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                       help="bf16 autocast (changes numerics; never automatic)")
+        g.add_argument("--threads", type=int, default=None, help="intra-op threads")
+        g.add_argument("--compile", choices=("auto", "on", "off"), default=None,
+                       help="torch.compile where the method supports it")
+        g.add_argument("--fused", choices=("auto", "on", "off"), default=None,
+                       help="fused CPU kernels for the ConvNet (built once with the C++ compiler)")
+        g.add_argument("--channels-last", action="store_true", help="channels-last activations")
+        g.add_argument("--chunk", type=int, default=None,
+                       help="examples per no-grad forward / kernel block (memory; exact)")
+        g.add_argument("--workers", type=int, default=None,
+                       help="processes for parallel work (expert trajectories)")
 
     d = sub.add_parser("distill", help="distill a dataset into a summary")
     d.add_argument("--method", help="see `datadistill list methods`")
@@ -312,13 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--preset", default=None, help="a named preset of the method")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any method parameter (repeatable)")
-    d.add_argument("--precision", choices=("fp32", "bf16"), default=None)
     d.add_argument("--zca", action="store_true", help="ZCA-whiten the data (stored with the summary)")
-    d.add_argument("--fused", action="store_true",
-                   help="fused CPU kernel for the ConvNet's norm/ReLU/pool (same math, faster; "
-                        "built once with the C++ compiler)")
     d.add_argument("--out", required=True, help="run folder (summary, checkpoint, log, pictures)")
-    d.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    d.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint in --out (with a larger --iterations: extend)")
     d.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     common(d)
@@ -330,10 +361,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated, e.g. convnet,mlp (default: the modality's standard model)")
     e.add_argument("--protocol", default="fast", help="paper, fast or smoke")
     e.add_argument("--num-models", type=int, default=None, help="override the protocol's count")
-    e.add_argument("--compile", action="store_true",
-                   help="torch.compile the training steps (same math, faster on CPU; recorded)")
-    e.add_argument("--fused", action="store_true",
-                   help="fused CPU kernel for the ConvNet's norm/ReLU/pool (same math; recorded)")
     e.add_argument("--dataset", default=None, help="override the dataset (name or path)")
     e.add_argument("--full-reference", action="store_true",
                    help="also report %% of full-data accuracy (trains and caches the reference)")
@@ -345,12 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
     common(e)
     e.set_defaults(func=cmd_evaluate)
 
-    b = sub.add_parser("baseline", help="a coreset baseline: random, herding, kcenter")
-    b.add_argument("--coreset", required=True)
+    b = sub.add_parser("baseline", help="a subset baseline (images, graphs, recommender users)")
+    b.add_argument("--coreset", required=True,
+                   help="random, herding, kcenter (recommender data: random, active, herding)")
     b.add_argument("--dataset", required=True)
     b.add_argument("--ipc", type=int, default=None, help="examples (graphs) per class")
     b.add_argument("--ratio", type=float, default=None, help="node graphs: fraction of all nodes")
-    b.add_argument("--model", default="convnet", help="feature network for herding/kcenter")
+    b.add_argument("--users", type=int, default=None, help="recommender data: real users to keep")
+    b.add_argument("--model", default="auto",
+                   help="feature network for herding/kcenter (default: convnet / gcn)")
     b.add_argument("--zca", action="store_true")
     b.add_argument("--out", required=True)
     common(b)
@@ -379,17 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data.base import DataFormatError, DatasetNotFoundError
-    from .distillers.base import ConfigError
-    from .registry import UnknownNameError
-    from .synsets.base import SummaryFormatError
-    from .synsets.init import IPCError
+    from .errors import DatadistillError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UnknownNameError, DatasetNotFoundError, DataFormatError, SummaryFormatError,
-            IPCError, ConfigError, FileNotFoundError) as e:
+    except (DatadistillError, FileNotFoundError) as e:
         return _err(str(e))
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -9,10 +9,11 @@ Trajectories are cached under ``cache_root()/experts/<key>/`` where the key hash
 (name, shape, normalization, ZCA, train size and a fingerprint of its pixels), the model and every
 training setting except ``num_experts``: expert ``i`` is trained from its own generator
 (``seed``, ``i``), so asking for more experts later extends the same cache and every run that
-asks for the same settings reuses it. Each finished expert is one file written atomically; an
-interrupted expert keeps a partial file after every epoch and resumes from it (exactly, since
-plain SGD without momentum has no optimizer state). ``workers > 1`` trains missing experts in
-parallel worker processes. Training itself is ``train.train_model`` (the library's one routine);
+asks for the same settings reuses it. Each finished expert is one safetensors file written
+atomically (no pickle: a shared cache is safe to load); an interrupted expert keeps a partial
+state (``checkpoint.save_state``) after every epoch and resumes from it (exactly, since plain SGD
+without momentum has no optimizer state). ``workers > 1`` trains missing experts in parallel
+worker processes; ``fused`` trains them with the fused CPU kernels (the same function). Training itself is ``train.train_model`` (the library's one routine);
 trajectories are recorded through its ``on_epoch`` callback.
 """
 from __future__ import annotations
@@ -27,13 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
+from . import checkpoint as ckpt
 from .augment import DEFAULT_STRATEGY, DSA
 from .data.base import RealData
 from .data.files import cache_root
+from .errors import ConfigError, SummaryFormatError
 from .models import create_model
-from .runtime import check_precision, make_generator, resolve_device
+from .runtime import check_precision, derive_seed, make_generator, resolve_device
 from .train import train_model
 
 EXPERTS_DIR = "experts"
@@ -59,9 +64,9 @@ class ExpertConfig:
         check_precision(self.precision)
         for k in ("num_experts", "train_epochs", "batch_train"):
             if getattr(self, k) < 1:
-                raise ValueError(f"expert setting {k} must be >= 1, got {getattr(self, k)}")
+                raise ConfigError(f"expert setting {k} must be >= 1, got {getattr(self, k)}")
         if self.lr_teacher <= 0:
-            raise ValueError(f"lr_teacher must be > 0, got {self.lr_teacher}")
+            raise ConfigError(f"lr_teacher must be > 0, got {self.lr_teacher}")
 
     def key_settings(self) -> dict[str, Any]:
         """Everything that changes a trajectory (``num_experts`` does not)."""
@@ -101,28 +106,32 @@ def flat_parameters(model: nn.Module) -> torch.Tensor:
 
 
 def _expert_file(d: Path, i: int) -> Path:
-    return d / f"expert_{i:04d}.pt"
+    return d / f"expert_{i:04d}.safetensors"
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
+def _atomic_save(trajectory: torch.Tensor, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
+    save_file({"trajectory": trajectory.contiguous()}, str(tmp))
     os.replace(tmp, path)
 
 
 def train_expert(real: RealData, cfg: ExpertConfig, index: int, d: Path, *, device=None,
+                 fused: bool = False,
                  on_epoch: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """Train expert ``index`` (or finish it from its partial file); returns its file."""
+    """Train expert ``index`` (or finish it from its partial state); returns its file."""
     out = _expert_file(d, index)
+    legacy = d / f"expert_{index:04d}.pt"  # caches written before safetensors
+    if not out.exists() and legacy.exists():
+        _atomic_save(torch.load(legacy, map_location="cpu", weights_only=True), out)
     if out.exists():
         return out
     dev = resolve_device(device)
-    partial = d / f"expert_{index:04d}.partial.pt"
-    gen = make_generator(cfg.seed * 1_000_003 + index)
-    net = create_model(cfg.model, real.info, generator=gen)
+    partial = f"expert_{index:04d}.partial"
+    gen = make_generator(derive_seed(cfg.seed, index))
+    net = create_model(cfg.model, real.info, generator=gen, fused=fused)
     snaps = [flat_parameters(net)]
-    if partial.exists() and cfg.mom == 0:  # SGD without momentum: resuming is exact
-        st = torch.load(partial, weights_only=False)
+    if ckpt.exists(d, partial) and cfg.mom == 0:  # SGD without momentum: resuming is exact
+        st = ckpt.load_state(d, partial)
         net.load_state_dict(st["model"])
         gen.set_state(st["generator"])
         snaps = list(st["trajectory"])
@@ -134,8 +143,9 @@ def train_expert(real: RealData, cfg: ExpertConfig, index: int, d: Path, *, devi
     def record(ep: int, loss: float) -> None:
         snaps.append(flat_parameters(net))
         if len(snaps) - 1 < cfg.train_epochs:
-            _atomic_save({"model": {k: v.cpu() for k, v in net.state_dict().items()},
-                          "generator": gen.get_state(), "trajectory": torch.stack(snaps)}, partial)
+            ckpt.save_state({"model": {k: v.cpu() for k, v in net.state_dict().items()},
+                             "generator": gen.get_state(), "trajectory": torch.stack(snaps)},
+                            d, partial)
         if on_epoch is not None:
             on_epoch({"expert": index, "epoch": len(snaps) - 1, "loss": loss})
 
@@ -145,7 +155,8 @@ def train_expert(real: RealData, cfg: ExpertConfig, index: int, d: Path, *, devi
                     batch_size=cfg.batch_train, decay_at=None, dsa=dsa,
                     precision=cfg.precision, on_epoch=record)
     _atomic_save(torch.stack(snaps), out)
-    partial.unlink(missing_ok=True)
+    for f in d.glob(f"{partial}*"):
+        f.unlink(missing_ok=True)
     return out
 
 
@@ -153,8 +164,8 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _worker_train(real: RealData, cfg: ExpertConfig, index: int, d: str, device) -> str:
-    return str(train_expert(real, cfg, index, Path(d), device=device))
+def _worker_train(real: RealData, cfg: ExpertConfig, index: int, d: str, device, fused) -> str:
+    return str(train_expert(real, cfg, index, Path(d), device=device, fused=fused))
 
 
 class ExpertTrajectories:
@@ -170,18 +181,29 @@ class ExpertTrajectories:
     def __getitem__(self, i: int) -> torch.Tensor:
         if not 0 <= i < len(self):
             raise IndexError(f"expert {i} out of range (0..{len(self) - 1})")
-        t = torch.load(_expert_file(self.directory, i), mmap=True, weights_only=True)
-        if t.shape != (self.cfg.train_epochs + 1, self.num_params):
-            raise ValueError(f"{_expert_file(self.directory, i)} holds {tuple(t.shape)}, expected "
-                             f"{(self.cfg.train_epochs + 1, self.num_params)}; delete it to retrain")
+        with safe_open(str(_expert_file(self.directory, i)), "pt") as f:
+            t = f.get_tensor("trajectory")
+        self._check(i, t.shape)
         return t
 
+    def _check(self, i: int, shape) -> None:
+        if tuple(shape) != (self.cfg.train_epochs + 1, self.num_params):
+            raise SummaryFormatError(f"{_expert_file(self.directory, i)} holds {tuple(shape)}, "
+                                     f"expected {(self.cfg.train_epochs + 1, self.num_params)}; "
+                                     f"delete it to retrain")
+
     def params_at(self, i: int, epoch: int) -> torch.Tensor:
-        return self[i][epoch].clone()
+        """Expert ``i``'s parameters after ``epoch`` epochs (reads that row only)."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"expert {i} out of range (0..{len(self) - 1})")
+        with safe_open(str(_expert_file(self.directory, i)), "pt") as f:
+            sl = f.get_slice("trajectory")
+            self._check(i, sl.get_shape())
+            return sl[epoch:epoch + 1][0].clone()
 
 
 def load_experts(real: RealData, cfg: ExpertConfig, *, device=None, workers: int = 1,
-                 root: str | os.PathLike | None = None, train: bool = True,
+                 fused: bool = False, root: str | os.PathLike | None = None, train: bool = True,
                  on_epoch: Callable[[dict[str, Any]], None] | None = None) -> ExpertTrajectories:
     """The experts for ``(real, cfg)``: cached ones are reused, missing ones trained (unless
     ``train=False``, which raises instead), in ``workers`` parallel processes when > 1."""
@@ -195,19 +217,19 @@ def load_experts(real: RealData, cfg: ExpertConfig, *, device=None, workers: int
     if missing and not train:
         raise FileNotFoundError(f"{len(missing)} of {cfg.num_experts} experts missing in {d}")
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     if workers > 1 and len(missing) > 1:
         import multiprocessing as mp
         threads = max(1, torch.get_num_threads() // workers)
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_init, initargs=(threads,)) as ex:
-            futs = [ex.submit(_worker_train, real, cfg, i, str(d), device) for i in missing]
+            futs = [ex.submit(_worker_train, real, cfg, i, str(d), device, fused) for i in missing]
             for f in futs:
                 f.result()
                 if on_epoch is not None:
                     on_epoch({"expert_done": True})
     else:
         for i in missing:
-            train_expert(real, cfg, i, d, device=device, on_epoch=on_epoch)
+            train_expert(real, cfg, i, d, device=device, fused=fused, on_epoch=on_epoch)
     num_params = sum(p.numel() for p in create_model(cfg.model, real.info).parameters())
     return ExpertTrajectories(d, cfg, num_params)

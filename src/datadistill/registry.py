@@ -5,14 +5,9 @@ import fnmatch
 import functools
 from typing import Any, Callable, Generic, TypeVar
 
+from .errors import UnknownNameError
+
 T = TypeVar("T")
-
-
-class UnknownNameError(KeyError):
-    """Raised for a name that is not registered; the message lists the known names."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; we want it readable
-        return str(self.args[0])
 
 
 class Registry(Generic[T]):

@@ -1,112 +1,108 @@
-"""Devices, precision and the process allocator: the knobs that decide speed, kept explicit.
+"""Devices, precision, generators, seeds and ``RunOptions``: how a run executes, never what it
+computes.
 
-``tune_allocator()`` matters on CPU: glibc's malloc maps and unmaps every large activation,
-so a third of the time goes to the kernel zeroing fresh pages. Turning mmap off for large
-blocks and never trimming the heap keeps those pages mapped (numerics unchanged). The CLI
-calls it at start-up; API users call it once themselves (or preload tcmalloc).
+``RunOptions`` holds every setting that changes speed or memory but not the function a method
+computes: device, precision, threads, ``torch.compile``, the fused CPU kernels, memory layout,
+chunking, worker processes and allocator tuning. It is passed to ``Distiller.distill`` and
+``evaluate`` (never stored among a method's parameters), recorded in a summary's metadata under
+``"run"``, and changing it never blocks ``--resume``. Its default is *auto*: the fastest path that
+computes the same function on this machine (``perf.resolve``). ``precision="bf16"`` is the one
+option that changes numerics, so it is never chosen automatically.
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import os
+import dataclasses
 import resource
 import sys
+from typing import Any, Literal
 
 import torch
 
-_M_TRIM_THRESHOLD = -1
-_M_TOP_PAD = -2
-_M_MMAP_THRESHOLD = -3
-_M_MMAP_MAX = -4
-_tuned: str | None = None
+from .errors import ConfigError
+
+AUTO = "auto"
+Auto = Literal["auto"]
 
 
-def tune_allocator() -> str:
-    """Make large allocations cheap; returns which allocator setting is in effect.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How fast, never what. Every field defaults to ``"auto"`` (or a neutral value); ``perf.resolve``
+    turns the auto values into concrete ones for a method on this machine.
 
-    With tcmalloc or jemalloc preloaded (``LD_PRELOAD``) nothing is changed. Otherwise glibc's
-    malloc is told, through ``mallopt``, to stop using mmap for big blocks and to stop trimming.
+    - ``device``: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda:1"``, ...
+    - ``precision``: ``"fp32"`` or ``"bf16"`` (autocast; changes numerics, so opt-in only).
+    - ``threads``: intra-op threads for the run (``None``: leave the process setting).
+    - ``compile``: ``torch.compile`` the paths a method compiles (auto: where the method measured
+      that it pays, and a C++ compiler is present).
+    - ``fused``: the fused CPU kernels for the ConvNet's norm/ReLU/pool blocks (auto: on CPU when a
+      C++ compiler is present; never on CUDA).
+    - ``channels_last``: channels-last activations (DM's bf16 path).
+    - ``chunk``: examples per no-grad forward or kernel block (``None``: the method's default);
+      bounds memory, changes only the order of a sum.
+    - ``workers``: processes for embarrassingly parallel work (expert trajectories).
+    - ``allocator``: ``"auto"`` (= ``"tuned"`` on CPU) tunes glibc's malloc
+      (``perf.tune_allocator``) unless tcmalloc or jemalloc is preloaded; ``"default"`` leaves the
+      process allocator alone.
+    - ``release_memory``: methods whose live memory is constant over a long loop (TESLA, pooled
+      KIP) return freed pages to the OS after every step so resident memory follows live memory
+      (auto: on CPU where the method asks for it).
+    - ``fast_norm``: MTT/TESLA's custom instance norm (same values; auto: the method's choice).
     """
-    global _tuned
-    if _tuned is not None:
-        return _tuned
-    preload = os.environ.get("LD_PRELOAD", "")
-    if "tcmalloc" in preload or "jemalloc" in preload:
-        _tuned = "preloaded:" + os.path.basename(preload.split(":")[0])
-        return _tuned
-    if not sys.platform.startswith("linux"):
-        _tuned = "default"
-        return _tuned
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) \
-            and libc.mallopt(_M_TOP_PAD, 64 << 20)
-        _tuned = "glibc-mallopt" if ok else "default"
-    except (OSError, AttributeError):
-        _tuned = "default"
-    return _tuned
+
+    device: str = AUTO
+    precision: str = "fp32"
+    threads: int | None = None
+    compile: bool | Auto = AUTO
+    fused: bool | Auto = AUTO
+    channels_last: bool = False
+    chunk: int | None = None
+    workers: int = 1
+    allocator: str = AUTO
+    release_memory: bool | Auto = AUTO
+    fast_norm: bool | Auto = AUTO
+
+    def __post_init__(self):
+        check_precision(self.precision)
+        for k in ("compile", "fused", "release_memory", "fast_norm"):
+            v = getattr(self, k)
+            if v != AUTO and not isinstance(v, bool):
+                raise ConfigError(f"run option {k} must be true, false or 'auto', got {v!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.chunk is not None and self.chunk < 1:
+            raise ConfigError(f"chunk must be >= 1, got {self.chunk}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.allocator not in (AUTO, "default", "tuned"):
+            raise ConfigError(f"allocator must be 'auto', 'tuned' or 'default', got "
+                              f"{self.allocator!r}")
+
+    def replace(self, **kw: Any) -> "RunOptions":
+        return dataclasses.replace(self, **kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "RunOptions":
+        d = dict(d or {})
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown run option(s) {unknown}; known: "
+                              f"{', '.join(f.name for f in dataclasses.fields(cls))}")
+        return cls(**d)
 
 
-def release_free_memory() -> bool:
-    """Return the allocator's free pages to the OS now; True when an allocator did so.
-
-    With ``tune_allocator``'s glibc setting freed heap pages stay resident for reuse, and how
-    blocks of different lifetimes interleave makes the heap's high-water mark creep upward over
-    a long loop even when live memory is constant. Calling this between the iterations of such a
-    loop (glibc ``malloc_trim(0)``: free pages anywhere in the heap are released with
-    MADV_DONTNEED; tcmalloc ``MallocExtension_ReleaseFreeMemory``) keeps resident memory at
-    what is live; the next iteration touches its pages afresh (one page fault per page).
-    """
-    try:
-        proc = ctypes.CDLL(None)
-    except OSError:
-        return False
-    release = getattr(proc, "MallocExtension_ReleaseFreeMemory", None)  # tcmalloc preloaded
-    if release is not None:
-        release()
-        return True
-    trim = getattr(proc, "malloc_trim", None) if sys.platform.startswith("linux") else None
-    if trim is None or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
-        return False
-    trim.argtypes = [ctypes.c_size_t]
-    trim(0)
-    return True
-
-
-@contextlib.contextmanager
-def resident_is_live(threshold: int = 1 << 20):
-    """Within the block, freed memory goes back to the OS: glibc serves blocks of at least
-    ``threshold`` bytes with their own mmap (unmapped when freed), and free heap pages are
-    released on entry; yields whether this took effect (False with another allocator or OS).
-
-    For loops whose *live* memory is constant but long: with ``tune_allocator``'s setting every
-    block comes from one heap that is never trimmed, and the way blocks of different lifetimes
-    interleave makes the heap's resident high-water mark creep with the number of iterations.
-    Here resident memory follows live memory, at the price of page faults (kernel zeroing) on
-    every large allocation. On exit the previous setting is restored (glibc's adaptive mmap
-    threshold stays fixed at ``threshold`` afterwards; the tuned setting does not use it).
-    """
-    if not sys.platform.startswith("linux"):
-        yield False
-        return
-    preload = os.environ.get("LD_PRELOAD", "")
-    if "tcmalloc" in preload or "jemalloc" in preload:
-        yield False
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)) and libc.mallopt(_M_MMAP_MAX, 65536)
-    except (OSError, AttributeError):
-        yield False
-        return
-    try:
-        if ok:
-            release_free_memory()
-        yield bool(ok)
-    finally:
-        libc.mallopt(_M_MMAP_MAX, 0 if _tuned == "glibc-mallopt" else 65536)
+def derive_seed(seed: int, *keys: int) -> int:
+    """The seed of a sub-task (expert ``i``, evaluation model ``k`` of architecture ``m``, ...):
+    ``seed * 1_000_003 + sum_i keys[i] * 1009 ** (len(keys) - 1 - i)``, i.e. ``seed * 1_000_003 +
+    k`` for one key and ``seed * 1_000_003 + m * 1009 + k`` for two. Distinct (seed, keys) give
+    distinct seeds while keys stay below 1009 (and the run seed below ~1000 x keys' span)."""
+    out = int(seed) * 1_000_003
+    for i, k in enumerate(keys):
+        out += int(k) * 1009 ** (len(keys) - 1 - i)
+    return out
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -115,7 +111,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
     return dev
 
 
@@ -124,7 +120,7 @@ PRECISIONS = ("fp32", "bf16")
 
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     return precision
 
 
@@ -146,30 +142,3 @@ def make_generator(seed: int) -> torch.Generator:
     """A CPU generator: random draws happen on CPU and move to the device, so results do not
     depend on the device."""
     return torch.Generator().manual_seed(int(seed))
-
-
-_fused = False
-
-
-def fused_kernels_enabled() -> bool:
-    """Whether networks use the library's fused CPU kernels (see ``fused_kernels``)."""
-    return _fused
-
-
-@contextlib.contextmanager
-def fused_kernels(enabled: bool = True):
-    """Within the block, the ConvNet computes each ``instance norm -> ReLU -> 2x2 avg pool``
-    block with the fused C++ kernel of ``datadistill.models.fused`` (the same function; on CPU
-    ~10 % faster per training step, see BENCHMARKS.md). Builds the kernel on entry (once per
-    machine, cached) and raises ``RuntimeError`` if it cannot. Nestable; ``enabled=False``
-    turns it off inside an enabled block."""
-    global _fused
-    if enabled:
-        from .models import fused
-        fused.build()
-    prev = _fused
-    _fused = bool(enabled)
-    try:
-        yield
-    finally:
-        _fused = prev

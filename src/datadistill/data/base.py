@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import DataFormatError, DatasetNotFoundError  # noqa: F401 (raised by the loaders)
 from ..registry import Registry
 
 #: name -> loader(data_dir=None, download=True, **kw) -> a data object with ``.info``
@@ -20,7 +21,8 @@ class DataInfo:
 
     ``shape`` is the shape of one example (``(C, H, W)`` for images). ``mean``/``std`` are the
     per-channel normalization already applied to the tensors. ``flip`` says whether a horizontal
-    flip preserves labels (False for digits). ``zca`` says the tensors are ZCA-whitened.
+    flip preserves labels (False for digits). ``zca`` says the tensors are ZCA-whitened. ``task``
+    is what a graph dataset's labels belong to: ``"node"`` or ``"graph"`` (None elsewhere).
     """
 
     name: str
@@ -32,6 +34,7 @@ class DataInfo:
     class_names: tuple[str, ...] = ()
     flip: bool = True
     zca: bool = False
+    task: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -55,6 +58,10 @@ class DataInfo:
         if unknown:
             raise ValueError(f"unknown DataInfo fields {sorted(unknown)}")
         d = dict(d)
+        extra = d.get("extra") or {}
+        if "task" in extra and "task" not in d:  # summaries saved before ``task`` was a field
+            d["extra"] = {k: v for k, v in extra.items() if k != "task"}
+            d["task"] = extra["task"]
         for k in ("shape", "mean", "std", "class_names"):
             if k in d:
                 d[k] = tuple(d[k])
@@ -123,10 +130,3 @@ class RealData:
         return (f"RealData({self.info.name}: train {len(self.train)}, val {len(self.val)}, "
                 f"test {len(self.test)}, {self.info.num_classes} classes, shape {self.info.shape})")
 
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The dataset files are not where we looked and could not be downloaded."""
-
-
-class DataFormatError(ValueError):
-    """Files exist but do not hold what the loader expects (keys, shapes, labels)."""

@@ -5,7 +5,7 @@ small graphs (TU MUTAG, PROTEINS, NCI1).
 ``data_dir`` is the PyG ``root``: the folder holding ``Cora/raw`` (Planetoid) or ``MUTAG/raw``
 (TU); PyG writes ``processed/`` beside ``raw/``, so it must be writable. Without ``data_dir`` the
 root is ``<cache>/pyg`` and PyG's normal download applies. Both data classes carry ``info``
-(``modality="graph"``, ``shape=(num_features,)``, ``extra["task"]`` = ``"node"`` or ``"graph"``)
+(``modality="graph"``, ``shape=(num_features,)``, ``task`` = ``"node"`` or ``"graph"``)
 and never use the test split for anything but evaluation.
 
 Planetoid features are row-normalized (GCond's ``normalize_features=True``); TU graphs keep
@@ -60,8 +60,6 @@ class GraphData:
     """One graph for transductive node classification: features ``x`` [N, F] (dense),
     ``edge_index`` [2, E] (both directions), labels ``y`` [N] and train/val/test node indices."""
 
-    task = "node"
-
     def __init__(self, info: DataInfo, x: Tensor, edge_index: Tensor, y: Tensor,
                  train_idx: Tensor, val_idx: Tensor, test_idx: Tensor):
         if x.shape[0] != y.shape[0]:
@@ -115,8 +113,6 @@ class GraphData:
 class GraphSetData:
     """A set of small graphs for graph classification (a PyG in-memory dataset of ``Data``),
     with labels ``y`` [G] and train/val/test graph indices."""
-
-    task = "graph"
 
     def __init__(self, info: DataInfo, graphs, train_idx: Tensor, val_idx: Tensor, test_idx: Tensor):
         self.info, self.graphs = info, graphs
@@ -181,7 +177,7 @@ def _node_data(name: str, d, extra: dict) -> GraphData:
     y = d.y.view(-1).long()
     k = int(y.max()) + 1
     info = DataInfo(name=name, modality="graph", num_classes=k, shape=(int(d.x.shape[1]),),
-                    flip=False, extra={"task": "node", "num_nodes": int(d.num_nodes),
+                    flip=False, task="node", extra={"num_nodes": int(d.num_nodes),
                                        "num_edges": int(d.edge_index.shape[1]), **extra})
     return GraphData(info, d.x.float(), d.edge_index, y, idx(d.train_mask), idx(d.val_mask),
                      idx(d.test_mask))
@@ -253,7 +249,7 @@ def _tu(name: str, pyg_name: str):
         sizes = torch.tensor([dset[i].num_nodes for i in range(g)], dtype=torch.float)
         info = DataInfo(name=name, modality="graph", num_classes=int(dset.num_classes),
                         shape=(int(dset.num_node_features),), flip=False,
-                        extra={"task": "graph", "num_graphs": g,
+                        task="graph", extra={"num_graphs": g,
                                "mean_nodes": round(float(sizes.mean()), 2),
                                "max_nodes": int(sizes.max()), "split_seed": split_seed})
         graphs = [dset[i] for i in range(g)]

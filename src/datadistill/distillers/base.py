@@ -1,21 +1,28 @@
-"""The distillation loop shared by every method.
+"""The distillation loop shared by every method, for every modality.
 
 A method is a ``Distiller`` subclass, registered by name, whose dataclass fields (keyword-only,
 with the published defaults) *are* its configuration: the CLI's ``--set key=value``, presets and
 the saved metadata all come from them. Constructors only store; ``setup`` builds optimizers and
-other state (names ending in ``_``); ``step`` does one outer iteration and returns metrics.
+other state (names ending in ``_``); ``step`` does one outer iteration and returns metrics. How
+fast it runs is not configuration: ``distill(..., run=RunOptions())`` (see ``runtime.py`` and
+``perf/``) is resolved into ``self.run_`` and recorded beside the parameters, never among them.
 
 ``distill`` runs the loop with checkpoints: every ``checkpoint_every_s`` seconds, on Ctrl-C and
 on a crash it writes the latest summary and a checkpoint (summary, optimizer, generator and
-method state at the end of the last *completed* iteration) to ``workdir``; ``resume=True``
-continues from it and, with a fixed seed, ends with the same summary as an uninterrupted run.
+method state at the end of the last *completed* iteration; safetensors + JSON, no pickle) to
+``workdir``; ``resume=True`` continues from it and, with a fixed seed, ends with the same
+summary as an uninterrupted run. Resuming with other run options continues the run; resuming
+with a larger ``iterations`` extends it; any other changed parameter is refused.
 A NaN/inf loss stops the run with ``NonFiniteLossError`` and keeps the last good summary.
+
+Image methods derive from ``ImageDistiller`` (``image.py``): DSA, initialisation from real
+images, real batches per class.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -24,27 +31,23 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..augment import DEFAULT_STRATEGY, DSA
-from ..data.base import RealData
+from .. import checkpoint as ckpt
+from .. import perf
+from ..errors import CheckpointError, ConfigError, NonFiniteLossError  # noqa: F401 (re-exported)
+from ..models import create_model
 from ..registry import Registry
-from ..runtime import check_precision, fused_kernels, make_generator, resolve_device
+from ..runtime import RunOptions, make_generator
 from ..synsets.base import SyntheticSet
 
 DISTILLERS: Registry = Registry("method")
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss or the summary became NaN/inf; the last good summary was kept."""
-
-
-class ConfigError(ValueError):
-    """A method parameter that does not exist or has a value of the wrong type."""
+CHECKPOINT = "checkpoint"
+#: parameters that may differ between a checkpoint and the run resuming it
+RESUMABLE_CHANGES = ("iterations",)
 
 
 @dataclasses.dataclass(kw_only=True)
 class Distiller:
-    """Base configuration shared by the image methods."""
+    """Base configuration shared by every method (any modality)."""
 
     name: ClassVar[str] = "base"
     #: Named presets: {preset: {field: value}}; deviations from the published defaults live here.
@@ -55,26 +58,16 @@ class Distiller:
     #: What the registry-wide contract test runs: dataset, budget and the ``tiny`` preset.
     test_dataset: ClassVar[str] = "digits"
     test_budget: ClassVar[dict[str, Any]] = {"ipc": 2}
+    #: The method's choices for ``RunOptions``' auto values (measured: BENCHMARKS.md), e.g.
+    #: ``{"compile": True}`` where compiling pays, ``{"chunk": 64}``, ``{"release_memory": True}``.
+    run_defaults: ClassVar[dict[str, Any]] = {}
 
-    model: str = "convnet"
     iterations: int = 1000
     lr_data: float = 0.1
-    batch_real: int = 256
     init: str = "real"
-    dsa: bool = True
-    dsa_strategy: str = DEFAULT_STRATEGY
-    precision: str = "fp32"
-    #: the fused CPU norm/ReLU/pool kernel for the ConvNet (``runtime.fused_kernels``): the same
-    #: function, faster on CPU; needs a C++ compiler (built once, cached)
-    fused: bool = False
     seed: int = 0
-    device: str | None = None
-
-    #: settings that change speed, not results: a run may resume with different values
-    RUNTIME_ONLY: ClassVar[tuple[str, ...]] = ("fused", "compile")  # (device: not in params)
 
     def __post_init__(self):
-        check_precision(self.precision)
         if self.iterations < 0:
             raise ConfigError(f"iterations must be >= 0, got {self.iterations}")
 
@@ -84,8 +77,8 @@ class Distiller:
         return [f.name for f in dataclasses.fields(cls)]
 
     def params(self) -> dict[str, Any]:
-        """The configuration (what the metadata records); ``device`` excluded."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "device"}
+        """The configuration (what the metadata records)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_config(cls, preset: str | None = None, **overrides: Any) -> "Distiller":
@@ -104,47 +97,44 @@ class Distiller:
         return cls(**kw)
 
     # -- to implement -------------------------------------------------------------------------
-    def init_synset(self, real: RealData, *, ipc: int | None = None, **budget: Any) -> SyntheticSet:
-        """The summary this method starts from. Images: ``ipc`` stored examples per class of
-        ``synset_kind``, initialised by ``init`` from a generator seeded with ``seed``. Methods
-        with other budgets (graph ``ratio``, recommender ``users``) override this."""
-        from ..synsets import init_from
+    def init_synset(self, real, **budget: Any) -> SyntheticSet:
+        """The summary this method starts from, for a budget (images: ``ipc``; graphs:
+        ``ratio``; recommender data: ``users``)."""
+        raise NotImplementedError
 
-        if budget:
-            raise ConfigError(f"{self.name} takes an ipc budget, not {sorted(budget)}")
-        if ipc is None:
-            raise ConfigError(f"{self.name} needs --ipc")
-        return init_from(real, ipc, kind=self.synset_kind, init=self.init,
-                         generator=make_generator(self.seed), label_format=self.label_format)
-
-    def setup(self, real: RealData, syn: SyntheticSet) -> None:
-        """Build generators, optimizers and anything else (attributes ending in ``_``)."""
-        self.device_ = resolve_device(self.device)
+    def setup(self, real, syn: SyntheticSet) -> None:
+        """Build generators, optimizers and anything else (attributes ending in ``_``). The
+        resolved run options are ``self.run_`` and the device ``self.device_`` (auto ones when
+        ``setup`` is called directly, outside ``distill``)."""
+        if getattr(self, "run_", None) is None:
+            self.use_run(None)
         self.gen_ = make_generator(self.seed)
-        self.dsa_ = DSA.for_data(real.info, self.dsa_strategy) if self.dsa else None
         self.optimizer_ = self.make_optimizer(syn)
 
     def make_optimizer(self, syn: SyntheticSet) -> torch.optim.Optimizer:
         return torch.optim.SGD(syn.data_parameters(), lr=self.lr_data, momentum=0.5)
 
-    def step(self, real: RealData, syn: SyntheticSet) -> dict[str, float]:
+    def step(self, real, syn: SyntheticSet) -> dict[str, float]:
         raise NotImplementedError
 
     def extra_state(self) -> dict[str, Any]:
-        """Method state beyond the summary/optimizer/generator to checkpoint (e.g. model pools)."""
+        """Method state beyond the summary/optimizer/generator to checkpoint (e.g. model pools):
+        tensors, numbers, strings, lists and dicts."""
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
-    def augment(self, x: torch.Tensor, params) -> torch.Tensor:
-        return x if params is None else self.dsa_.apply(x, params)
+    def use_run(self, run: RunOptions | None) -> RunOptions:
+        """Resolve ``run`` for this method (``perf.resolve``): ``self.run_``, ``self.device_``."""
+        self.run_ = perf.resolve(run, self.run_defaults)
+        self.device_ = torch.device(self.run_.device)
+        return self.run_
 
-    def sample_augment(self, real: RealData):
-        """One siamese parameter set (shared by a real and a synthetic batch), or None."""
-        if self.dsa_ is None:
-            return None
-        return self.dsa_.sample(None, self.gen_, tuple(real.info.shape[-2:]))
+    def make_model(self, name: str, info, *, generator: torch.Generator | None = None, **kw):
+        """A network on this run's device, with the run's fused kernels where it has them."""
+        return create_model(name, info, generator=generator, device=self.device_,
+                            fused=self.run_.fused, **kw)
 
     # -- the loop -----------------------------------------------------------------------------
     def _snapshot(self, syn: SyntheticSet, iteration: int) -> dict[str, Any]:
@@ -170,21 +160,40 @@ class Distiller:
             syn.load_state_dict(snap["synset"])
             syn.save(workdir / "summary")
             syn.load_state_dict(live)
-        tmp = workdir / (CHECKPOINT_FILE + ".tmp")
-        torch.save({**snap, "method": self.name, "params": self.params(), "elapsed": elapsed}, tmp)
-        os.replace(tmp, workdir / CHECKPOINT_FILE)
+        ckpt.save_state({**snap, "method": self.name, "params": json.loads(json.dumps(self.params())),
+                         "run": self.run_.to_dict(), "elapsed": elapsed}, workdir, CHECKPOINT)
 
     def _finalize_meta(self, syn: SyntheticSet, iteration: int, elapsed: float) -> None:
         syn.meta.update({"method": self.name, "params": self.params(), "seed": self.seed,
                          "iterations": iteration, "wall_time_s": round(elapsed, 3),
-                         "dsa_strategy": self.dsa_.strategy if self.dsa_ is not None else None})
+                         "run": self.run_.to_dict(), **self.extra_meta()})
 
-    def distill(self, real: RealData, syn: SyntheticSet,
+    def extra_meta(self) -> dict[str, Any]:
+        """Facts beyond the parameters that the saved summary should carry."""
+        return {}
+
+    def _check_resumable(self, ck: dict[str, Any], workdir: Path) -> None:
+        def same(p):
+            return {k: v for k, v in (p or {}).items() if k not in RESUMABLE_CHANGES}
+        if ck.get("method") != self.name:
+            raise ConfigError(f"checkpoint in {workdir} was made by {ck.get('method')}, not "
+                              f"{self.name}")
+        old, new = same(ck.get("params")), same(json.loads(json.dumps(self.params())))
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ConfigError(f"checkpoint in {workdir} was made with different parameters "
+                              f"({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in diff)}"
+                              f"); resume with the same settings (run options and a larger "
+                              f"--iterations may change)")
+
+    def distill(self, real, syn: SyntheticSet,
                 callbacks: Iterable[Callable[[dict[str, Any]], None]] = (), *,
                 workdir: str | os.PathLike | None = None, resume: bool = False,
-                checkpoint_every_s: float = 60.0) -> SyntheticSet:
-        """Run ``iterations`` outer steps; returns ``syn`` (updated in place)."""
-        with fused_kernels() if self.fused else contextlib.nullcontext():
+                checkpoint_every_s: float = 60.0, run: RunOptions | None = None) -> SyntheticSet:
+        """Run ``iterations`` outer steps; returns ``syn`` (updated in place). ``run`` says how
+        fast (``RunOptions``; default: auto), never what is computed."""
+        self.use_run(run)
+        with perf.activate(self.run_):
             return self._distill(real, syn, callbacks, workdir=workdir, resume=resume,
                                  checkpoint_every_s=checkpoint_every_s)
 
@@ -193,16 +202,15 @@ class Distiller:
         workdir = Path(workdir) if workdir is not None else None
         start, elapsed0 = 0, 0.0
         if resume:
-            if workdir is None or not (workdir / CHECKPOINT_FILE).exists():
-                raise FileNotFoundError(f"nothing to resume: no {CHECKPOINT_FILE} in {workdir}")
-            ck = torch.load(workdir / CHECKPOINT_FILE, weights_only=False)
-            def same(p):
-                return {k: v for k, v in (p or {}).items() if k not in self.RUNTIME_ONLY}
-            if ck.get("method") != self.name or same(ck.get("params")) != same(self.params()):
-                raise ConfigError(f"checkpoint in {workdir} was made by {ck.get('method')} with "
-                                  f"different parameters; resume with the same settings")
+            if workdir is None or not ckpt.exists(workdir, CHECKPOINT):
+                raise CheckpointError(f"nothing to resume: no {CHECKPOINT}.json in {workdir}")
+            ck = ckpt.load_state(workdir, CHECKPOINT)
+            self._check_resumable(ck, workdir)
             self._restore(syn, ck)
             start, elapsed0 = int(ck["iteration"]), float(ck.get("elapsed", 0.0))
+            if start > self.iterations:
+                raise ConfigError(f"the checkpoint in {workdir} is at iteration {start}, past "
+                                  f"iterations={self.iterations}; ask for at least {start}")
         if workdir is not None:
             workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()

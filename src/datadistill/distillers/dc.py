@@ -19,7 +19,9 @@ network SGD lr 0.01 (no momentum, no weight decay), batch_train 256; batch_real 
 noise initialisation (real initialisation is the other published option); loops by IPC
 ``LOOPS``. Other IPCs (the reference exits) take the loops of the nearest published IPC
 (ties to the smaller one), with ``outer_loop = ipc`` below 50 as in every published row.
-Presets only shorten runs or switch precision.
+Presets only shorten runs. Speed is a ``RunOptions`` matter (``compile`` compiles the
+real-data gradient, the synthetic side as one ``torch.func`` graph and the inner loop; ``fused``
+runs the ConvNet's blocks with the fused CPU kernels; ``precision``).
 """
 from __future__ import annotations
 
@@ -30,9 +32,11 @@ from torch import Tensor, nn
 
 from ..models import create_model, has_batchnorm
 from ..objectives import GRADIENT_METRICS, gradient_distance
-from ..runtime import autocast, fused_kernels
+from ..runtime import autocast
 from ..train import label_loss, train_model
-from .base import DISTILLERS, ConfigError, Distiller
+from ..errors import ConfigError
+from .base import DISTILLERS
+from .image import ImageDistiller
 
 #: IPC -> (outer_loop, inner_loop), the reference code's ``get_loops``.
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -67,21 +71,14 @@ def freeze_batchnorm(net: nn.Module, x: Tensor) -> None:
 
 @DISTILLERS.register("dc")
 @dataclasses.dataclass(kw_only=True)
-class DC(Distiller):
+class DC(ImageDistiller):
     """Dataset Condensation (Zhao et al., ICLR'21): per-class gradient matching, survey eq. (7):
     min_S sum_t sum_c D(grad l(T_c; theta_t), grad l(S_c; theta_t)), theta_t trained on S."""
 
     name = "dc"
     presets = {
         "tiny": {"iterations": 2, "batch_real": 16, "outer_loop": 2, "inner_loop": 2},
-        "bf16": {"precision": "bf16"},
-        # the fastest fp32 CPU path: compiled steps and the fused norm/ReLU/pool kernel (the
-        # same math; BENCHMARKS.md, issue 3's speed section)
-        "fast": {"compile": True, "fused": True},
-        # the fastest CPU path; bf16 changes the numerics, its accuracy effect is measured there
-        "fast-bf16": {"precision": "bf16", "compile": True, "fused": True},
         "cpu-200": {"iterations": 200},
-        "cpu-200-bf16": {"iterations": 200, "precision": "bf16"},
     }
 
     iterations: int = 1000
@@ -95,9 +92,6 @@ class DC(Distiller):
     outer_loop: int | None = None  # None: by IPC (``loops_for_ipc``)
     inner_loop: int | None = None
     bn_batch: int = 16  # real images per class that set the frozen BN statistics
-    # torch.compile the real-data gradient, the synthetic side (grad of grad, torch.func) and
-    # the inner loop (same math)
-    compile: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -120,11 +114,11 @@ class DC(Distiller):
         self.inner_ = self.inner_loop if self.inner_loop is not None else inner
         self.train_dsa_ = self.dsa_  # DSA also augments the inner training (per example)
         self.names_: list[str] = []
-        self.real_grad_ = self._compiled_real_gradient(real) if self.compile else None
-        self.syn_grad_ = self._compiled_synthetic_side(real) if self.compile else None
+        self.real_grad_ = self._compiled_real_gradient(real) if self.run_.compile else None
+        self.syn_grad_ = self._compiled_synthetic_side(real) if self.run_.compile else None
 
-    def _template(self, real) -> nn.Module:
-        template = create_model(self.model, real.info, device=self.device_)
+    def _template(self, real, *, fused: bool) -> nn.Module:
+        template = create_model(self.model, real.info, device=self.device_, fused=fused)
         if has_batchnorm(template):
             raise ConfigError("compile=True supports networks without batch norm")
         return template
@@ -132,11 +126,11 @@ class DC(Distiller):
     def _compiled_real_gradient(self, real):
         """``(params, x, y) -> grads`` on one template network (new networks are passed as
         parameters, so nothing recompiles), compiled once. First order through autograd, so a
-        fused kernel's own backward runs (``runtime.fused_kernels``)."""
+        fused kernel's own backward runs (``RunOptions.fused``)."""
         from torch.func import functional_call
 
-        template = self._template(real)
-        dev, precision = self.device_, self.precision
+        template = self._template(real, fused=self.run_.fused)
+        dev, precision = self.device_, self.run_.precision
 
         def real_grad(params, x, y):
             p = {k: v.detach().requires_grad_() for k, v in params.items()}
@@ -153,8 +147,9 @@ class DC(Distiller):
         ``grad``), instead of eager double backward. The same D and gradient."""
         from torch.func import functional_call, grad, grad_and_value
 
-        template = self._template(real)
-        dev, precision, metric = self.device_, self.precision, self.metric
+        # (a compiled torch.func graph of grad of grad: the ConvNet's reference path, no kernels)
+        template = self._template(real, fused=False)
+        dev, precision, metric = self.device_, self.run_.precision, self.metric
 
         def distance(xs, ys, params, g_real):
             def loss(p):
@@ -167,8 +162,7 @@ class DC(Distiller):
         return torch.compile(grad_and_value(distance), dynamic=False)
 
     def fresh_network(self, real) -> nn.Module:
-        net = create_model(self.model, real.info, generator=self.gen_, device=self.device_)
-        return net.train()
+        return self.make_model(self.model, real.info, generator=self.gen_).train()
 
     # -- one matching term --------------------------------------------------------------------
     def loss_gradient(self, net: nn.Module, params: list[Tensor], x: Tensor, y: Tensor,
@@ -178,7 +172,7 @@ class DC(Distiller):
         if not create_graph and self.real_grad_ is not None and len(params) == len(self.names_):
             g = self.real_grad_(dict(zip(self.names_, params)), x, y)  # (it detaches them)
             return [t.float() for t in g.values()]
-        with autocast(self.device_, self.precision):
+        with autocast(self.device_, self.run_.precision):
             out = net(x)
         loss = label_loss(out, y, label_format)
         g = torch.autograd.grad(loss, params, create_graph=create_graph)
@@ -222,8 +216,7 @@ class DC(Distiller):
         value is D and whose gradient w.r.t. ``xs`` (and through it the summary's parameters and
         the augmentation) is dD/dxs: ``D.detach() + <xs, dD/dxs> - <xs, dD/dxs>.detach()``."""
         p = {n: t.detach() for n, t in zip(self.names_, params)}
-        with fused_kernels(False):  # a compiled torch.func graph: the ConvNet's reference path
-            gx, d = self.syn_grad_(xs.detach(), ys, p, [g.detach() for g in g_real])
+        gx, d = self.syn_grad_(xs.detach(), ys, p, [g.detach() for g in g_real])
         lin = (xs * gx).sum()
         return d.detach() + lin - lin.detach()
 
@@ -241,8 +234,8 @@ class DC(Distiller):
             x, y = (t.detach() for t in syn.materialize())
         train_model(net, x, y, epochs=self.inner_, generator=self.gen_, lr=self.lr_net,
                     momentum=0.0, weight_decay=0.0, batch_size=self.batch_train, decay_at=None,
-                    dsa=self.train_dsa_, label_format=syn.label_format, precision=self.precision,
-                    compile=self.compile)
+                    dsa=self.train_dsa_, label_format=syn.label_format, precision=self.run_.precision,
+                    compile=self.run_.compile)
 
     def step(self, real, syn):
         net = self.fresh_network(real)

@@ -30,14 +30,15 @@ import math
 import torch
 from torch.func import functional_call
 
-from ..models import create_model
 from ..train import label_loss
-from .base import DISTILLERS, ConfigError, Distiller
+from ..errors import ConfigError
+from .base import DISTILLERS
+from .image import ImageDistiller
 
 
 @DISTILLERS.register("dd")
 @dataclasses.dataclass(kw_only=True)
-class DD(Distiller):
+class DD(ImageDistiller):
     """Unrolled inner SGD on the summary, real loss back-propagated through time to the pixels."""
 
     name = "dd"
@@ -90,7 +91,7 @@ class DD(Distiller):
         syn.meta["dd_lrs"] = [round(float(v), 6) for v in self.log_lrs_.detach().exp()]
 
     def _network(self, real):
-        return create_model(self.model, real.info, generator=self.gen_, device=self.device_).train()
+        return self.make_model(self.model, real.info, generator=self.gen_).train()
 
     def _inner(self, net, state, steps, x_s, y_s, label_format, create_graph):
         """Run inner steps ``steps`` from ``state`` = (params, velocities) (tuples of tensors)."""

@@ -38,12 +38,13 @@ from typing import Any
 import torch
 
 from ..data.recsys import RecsysData
-from ..krr import krr_fit_predict
-from ..recsys.metrics import rank_metrics
-from ..recsys.models import InfiniteAE
+from ..kernels.krr import krr_fit_predict
+from ..evaluation.ranking import rank_metrics
+from ..models.recsys import InfiniteAE
 from ..runtime import make_generator
 from ..synsets.users import GumbelUserSet
-from .base import DISTILLERS, ConfigError, Distiller
+from ..errors import ConfigError
+from .base import DISTILLERS, Distiller
 
 
 ESTIMATORS = ("gumbel", "mean", "expected")
@@ -88,7 +89,6 @@ class DistillCF(Distiller):
     batch_users: int = -1
     init_scale: float = 1.0
     depth: int = 1
-    dsa: bool = False
 
     def __post_init__(self):
         super().__post_init__()

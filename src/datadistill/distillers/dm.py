@@ -10,7 +10,8 @@ autocast, channels-last and ``torch.compile`` (same objective, lower precision).
 
 With instance norm (or no norm) all classes share one batched forward, which is exact; with
 batch norm each class is embedded separately as in the reference. The no-grad real forward runs
-in chunks of ``real_chunk`` images, which bounds memory and changes nothing but summation order. One network module is built
+in chunks of ``RunOptions.chunk`` images (default ``batch_real``: one class per forward, as the
+reference), which bounds memory and changes nothing but summation order. One network module is built
 in ``setup`` and re-initialised in place from the generator every iteration (the same draws as
 building a fresh one), so a compiled forward is reused.
 """
@@ -20,34 +21,37 @@ import dataclasses
 
 import torch
 
-from ..models import create_model, has_batchnorm, init_parameters
+from ..models import has_batchnorm, init_parameters
 from ..objectives import class_means, mean_embedding_distance
 from ..runtime import autocast
-from .base import DISTILLERS, Distiller
+from .base import DISTILLERS
+from .image import ImageDistiller
 
 
 @DISTILLERS.register("dm")
 @dataclasses.dataclass(kw_only=True)
-class DM(Distiller):
+class DM(ImageDistiller):
+    """Distribution Matching (Zhao & Bilen, WACV'23): min_S sum_c || mean phi(A_w(T_c)) -
+    mean phi(A_w(S_c)) ||^2 with phi the embedding of a freshly initialised random network every
+    iteration and A_w one siamese DSA draw per class."""
+
     name = "dm"
     presets = {"cpu-200": {"iterations": 200}, "cpu-1000": {"iterations": 1000},
-               "fast-bf16": {"precision": "bf16", "channels_last": True, "compile": True},
                "tiny": {"iterations": 3, "batch_real": 16}}
 
     iterations: int = 20000
     lr_data: float = 1.0
-    channels_last: bool = False
-    compile: bool = False
-    real_chunk: int = 1024  # real images per no-grad forward (bounds memory; exact)
 
     def setup(self, real, syn):
         super().setup(real, syn)
-        net = create_model(self.model, real.info, device=self.device_).requires_grad_(False)
-        if self.channels_last:
+        run = self.run_
+        net = self.make_model(self.model, real.info).requires_grad_(False)
+        if run.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net_ = net
         self.per_class_ = has_batchnorm(net)
-        self.embed_ = torch.compile(net.embed) if self.compile else net.embed
+        self.embed_ = torch.compile(net.embed) if run.compile else net.embed
+        self.chunk_ = run.chunk or self.batch_real
 
     def step(self, real, syn):
         k, dev = real.info.num_classes, self.device_
@@ -63,9 +67,9 @@ class DM(Distiller):
             xs.append(self.augment(x_syn[sel], p))
             real_ids.append(torch.full((xr[-1].shape[0],), c, device=dev))
             syn_ids.append(ids[sel])
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        fmt = torch.channels_last if self.run_.channels_last else torch.contiguous_format
         embed = lambda x: self.embed_(x.contiguous(memory_format=fmt)).float()  # noqa: E731
-        with autocast(dev, self.precision):
+        with autocast(dev, self.run_.precision):
             if self.per_class_:
                 with torch.no_grad():
                     mr = torch.stack([embed(x).mean(0) for x in xr])
@@ -73,8 +77,8 @@ class DM(Distiller):
             else:
                 with torch.no_grad():
                     xr_all, ids_all = torch.cat(xr), torch.cat(real_ids)
-                    emb = torch.cat([embed(xr_all[i:i + self.real_chunk])
-                                     for i in range(0, xr_all.shape[0], self.real_chunk)])
+                    emb = torch.cat([embed(xr_all[i:i + self.chunk_])
+                                     for i in range(0, xr_all.shape[0], self.chunk_)])
                     mr = class_means(emb, ids_all, k)
                 ms = class_means(embed(torch.cat(xs)), torch.cat(syn_ids), k)
         loss = mean_embedding_distance(mr, ms)

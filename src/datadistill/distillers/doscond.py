@@ -30,17 +30,22 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from ..models import create_model
 from ..objectives import GRADIENT_METRICS, gradient_distance
 from ..runtime import make_generator
 from ..synsets.init import IPCError
-from .base import DISTILLERS, ConfigError
+from ..errors import ConfigError
+from .base import DISTILLERS
 from .gcond import GCond
 
 
 @DISTILLERS.register("doscond")
 @dataclasses.dataclass(kw_only=True)
 class DosCond(GCond):
+    """Condensing Graphs via One-Step Gradient Matching (Jin et al., KDD'22): one matching step
+    per fresh GNN initialisation, D(grad L(f(G_c)), grad L(f(G'_c))) + beta relu(mean sigma(Omega)
+    - rho_0), synthetic graphs with Bernoulli structure (graph classification) or GCond's
+    summary (node classification)."""
+
     name = "doscond"
     test_dataset = "mutag"
     test_budget = {"ipc": 1}
@@ -73,7 +78,7 @@ class DosCond(GCond):
 
     # -- graph classification ------------------------------------------------------------------
     def init_synset(self, real, *, ipc: int | None = None, ratio: float | None = None, **budget):
-        if getattr(real, "task", None) == "node":
+        if real.info.task == "node":
             return super().init_synset(real, ipc=ipc, ratio=ratio, **budget)
         from torch_geometric.utils import to_dense_adj, to_dense_batch
 
@@ -110,10 +115,9 @@ class DosCond(GCond):
         return syn
 
     def setup(self, real, syn):
-        if getattr(real, "task", None) == "node":
+        if real.info.task == "node":
             return super().setup(real, syn)
         super(GCond, self).setup(real, syn)
-        self.dsa_ = None
         self.optimizer_ = torch.optim.Adam([syn.x], lr=self.graph_lr_feat)
         self.opt_adj_ = torch.optim.Adam([syn.adj_logits], lr=self.graph_lr_adj)
         self.it_ = 0
@@ -125,15 +129,15 @@ class DosCond(GCond):
         return max(t, self.tau_end)
 
     def step(self, real, syn):
-        if getattr(real, "task", None) == "node":
+        if real.info.task == "node":
             return super().step(real, syn)
         real, k = self.real_, real.info.num_classes
         if self.it_ == self.decay_at:
             for opt in (self.optimizer_, self.opt_adj_):
                 for g in opt.param_groups:
                     g["lr"] *= 0.1
-        net = create_model(self.graph_model, real.info, generator=self.gen_, device=self.device_,
-                           hidden=self.graph_hidden, dropout=0.0)
+        net = self.make_model(self.graph_model, real.info, generator=self.gen_,
+                              hidden=self.graph_hidden, dropout=0.0)
         params = list(net.parameters())
         x, ei, w, batch, g = syn.inputs(self.gen_, self.temperature())
         out_syn = net(x, ei, w, batch, g)

@@ -21,9 +21,9 @@ import dataclasses
 
 import torch
 
-from ..models import create_model
 from ..train import label_loss
-from .base import DISTILLERS, ConfigError
+from ..errors import ConfigError
+from .base import DISTILLERS
 from .krr_base import KRRDistiller
 
 
@@ -59,7 +59,7 @@ class FRePO(KRRDistiller):
         self.steps_ = [i * self.max_online_updates // self.pool_size for i in range(self.pool_size)]
 
     def _fresh_model(self):
-        net = create_model(self.model, self.info_, generator=self.gen_, device=self.device_)
+        net = self.make_model(self.model, self.info_, generator=self.gen_)
         return net, torch.optim.Adam(net.parameters(), lr=self.lr_model)
 
     def extra_state(self):

@@ -32,7 +32,8 @@ import dataclasses
 import torch
 
 from ..objectives import class_means, mean_embedding_distance
-from .base import DISTILLERS, ConfigError
+from ..errors import ConfigError
+from .base import DISTILLERS
 from .gcond import GCond
 
 RELAYS = ("random", "ce", "mmd")
@@ -41,6 +42,10 @@ RELAYS = ("random", "ce", "mmd")
 @DISTILLERS.register("gcdm")
 @dataclasses.dataclass(kw_only=True)
 class GCDM(GCond):
+    """Graph Condensation via Receptive Field Distribution Matching (Liu et al., 2022):
+    sum_c || mean phi(A, X)_{T_c} - mean phi(A', X')_{S_c} ||^2 with phi a freshly drawn random
+    GNN embedding every step (no inner loop), on GCond's X' + PGE summary."""
+
     name = "gcdm"
     presets = {"cpu-100": {"iterations": 100}, "cpu-200": {"iterations": 200},
                "tiny": {"iterations": 3, "outer_loop": 2, "inner_loop": 1, "adj_every": 2,

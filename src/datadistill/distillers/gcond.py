@@ -30,34 +30,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..models import MODELS, create_model, init_parameters
+from ..models import MODELS, init_parameters
 from ..objectives import GRADIENT_METRICS, gradient_distance
 from ..runtime import make_generator
-from .base import DISTILLERS, ConfigError, Distiller
-
-
-def node_budget(train_counts: list[int], num_nodes: int, ratio: float) -> list[int]:
-    """Synthetic nodes per class for ``ratio`` of all ``num_nodes`` (GCond's allocation: each
-    class gets max(1, int(n_c * r)) with r = n' / n_labelled; the largest class the remainder)."""
-    labelled = sum(train_counts)
-    if not 0 < ratio <= 1:
-        raise ConfigError(f"ratio must be in (0, 1], got {ratio}")
-    total = min(labelled, max(1, round(ratio * num_nodes)))
-    rate = total / labelled
-    order = sorted(range(len(train_counts)), key=lambda c: train_counts[c])
-    counts = [0] * len(train_counts)
-    for c in order[:-1]:
-        counts[c] = max(1, int(train_counts[c] * rate))
-    counts[order[-1]] = total - sum(counts)
-    if counts[order[-1]] < 1:
-        raise ConfigError(f"ratio {ratio} gives {total} nodes, fewer than one per class "
-                          f"({len(train_counts)} classes)")
-    return counts
+from ..synsets.graph import node_budget
+from ..errors import ConfigError
+from .base import DISTILLERS, Distiller
 
 
 @DISTILLERS.register("gcond")
 @dataclasses.dataclass(kw_only=True)
 class GCond(Distiller):
+    """Graph Condensation (Jin et al., ICLR'22): gradient matching on node classification,
+    sum_t sum_c w_c D(grad L(GNN(A, X)_c), grad L(GNN(A', X')_c)) with A' = PGE_phi(X'), the
+    relay GNN trained on the synthetic graph between matching steps."""
+
     name = "gcond"
     synset_kind = "graph"
     test_dataset = "cora"
@@ -80,12 +67,9 @@ class GCond(Distiller):
     structure: str = "pge"      # "pge" (GCond) or "none" (GCond-X: no edges)
     pge_hidden: int = 128
     pge_layers: int = 3
-    dsa: bool = False
 
     def __post_init__(self):
         super().__post_init__()
-        if self.dsa:
-            raise ConfigError(f"{self.name}: DSA is an image augmentation; set dsa=false")
         if self.metric not in GRADIENT_METRICS:
             raise ConfigError(f"unknown metric {self.metric!r}; known: {', '.join(GRADIENT_METRICS)}")
         if self.structure not in ("pge", "none", "bernoulli"):
@@ -102,7 +86,7 @@ class GCond(Distiller):
         if budget or ipc is not None:
             raise ConfigError(f"{self.name} on node classification takes --ratio (fraction of all "
                               f"nodes), not {sorted(budget) or ['ipc']}")
-        if getattr(real, "task", None) != "node":
+        if real.info.task != "node":
             raise ConfigError(f"{self.name} needs a node-classification graph (cora, citeseer, ...); "
                               f"got {real.info.name}")
         if ratio is None:
@@ -132,7 +116,6 @@ class GCond(Distiller):
 
     def setup(self, real, syn):
         super().setup(real, syn)
-        self.dsa_ = None
         structure = [p for n, p in syn.named_parameters() if n.startswith(("pge.", "adj_logits"))]
         self.opt_adj_ = torch.optim.Adam(structure, lr=self.lr_adj) if structure else None
         self.it_ = 0
@@ -151,7 +134,7 @@ class GCond(Distiller):
         """A fresh relay GNN from the generator (no dropout; ``hidden`` where the model has it)."""
         accepted = inspect.signature(MODELS.get(self.model)).parameters
         kw = {k: v for k, v in (("hidden", self.hidden), ("dropout", 0.0)) if k in accepted}
-        return create_model(self.model, info, generator=self.gen_, device=self.device_, **kw)
+        return self.make_model(self.model, info, generator=self.gen_, **kw)
 
     def real_logits(self, net, real) -> torch.Tensor:
         """Logits of the labelled training nodes (forward on the whole real graph). A relay

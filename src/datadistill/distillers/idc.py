@@ -37,7 +37,8 @@ from ..runtime import make_generator
 from ..synsets import init_from
 from ..synsets.multiformation import decode_zoom
 from ..train import train_model
-from .base import DISTILLERS, ConfigError
+from ..errors import ConfigError
+from .base import DISTILLERS
 from .dc import DC
 
 #: channels -> (lr_img, metric) as published (MNIST/Fashion-MNIST vs CIFAR/SVHN).
@@ -56,7 +57,6 @@ class IDC(DC):
         "tiny": {"iterations": 2, "inner_loop": 2, "batch_real": 16, "n_data": 32},
         "idc-i": {"factor": 1},
         "cpu-20": {"iterations": 20, "inner_loop": 100},
-        "bf16": {"precision": "bf16"},
     }
 
     iterations: int = 2000
@@ -119,7 +119,7 @@ class IDC(DC):
         x, y = real.train.x[idx.to(real.train.x.device)], real.train.y[idx.to(real.train.y.device)]
         train_model(net, x.to(self.device_), y.to(self.device_), epochs=1, generator=self.gen_,
                     batch_size=self.batch_real, decay_at=None, dsa=self.train_dsa_,
-                    precision=self.precision, optimizer=opt)
+                    precision=self.run_.precision, optimizer=opt)
         net.train()
 
     def step(self, real, syn):

@@ -26,10 +26,11 @@ import dataclasses
 
 import torch
 
-from ..kernel_eval import KERNELS, make_kernel
-from ..krr import krr_solve
-from ..runtime import resident_is_live
-from .base import DISTILLERS, ConfigError
+from ..kernels import KERNELS, make_kernel
+from ..kernels.krr import krr_solve
+from ..perf import resident_is_live
+from ..errors import ConfigError
+from .base import DISTILLERS
 from .krr_base import KRRDistiller
 
 
@@ -39,6 +40,11 @@ class KIP(KRRDistiller):
     """Kernel Inducing Points: learn (X_s, Y_s) so that KRR on them predicts real labels."""
 
     name = "kip"
+    #: real examples per kernel block (``RunOptions.chunk``: memory, not the result); pooled
+    #: kernels on CPU run each iteration under ``perf.resident_is_live`` (``release_memory``), so
+    #: that freed chunk graphs go back to the OS (with the tuned glibc setting the heap kept them:
+    #: 10 GB RSS in K_ss instead of ~2.5)
+    run_defaults = {"chunk": 64, "release_memory": True}
     presets = {
         "fc": {"kernel": "fc_ntk", "kernel_depth": 3, "lr_data": 0.04},
         "cpu-conv": {"iterations": 30, "batch_real": 250},
@@ -51,16 +57,9 @@ class KIP(KRRDistiller):
     kernel: str = "conv_ntk"
     kernel_depth: int | None = None  # None: 3 conv layers / 1 FC hidden layer
     kernel_width: int | None = None  # only for convnet_entk (default 64)
-    real_chunk: int = 64  # real examples per kernel block (memory, not the result)
-    # pooled kernels on CPU: run each iteration under runtime.resident_is_live, so that freed
-    # chunk graphs go back to the OS (with the library's tuned glibc setting the heap kept them:
-    # 10 GB RSS in K_ss instead of ~2.5); False keeps the tuned allocator for the whole run
-    release_memory: bool = True
 
     def __post_init__(self):
         super().__post_init__()
-        if self.real_chunk < 1:
-            raise ConfigError(f"real_chunk must be >= 1, got {self.real_chunk}")
         if self.kernel not in KERNELS:
             raise ConfigError(f"unknown kernel {self.kernel!r}; known: {', '.join(KERNELS.names())}")
 
@@ -74,9 +73,9 @@ class KIP(KRRDistiller):
                            depth=self.kernel_depth, width=self.kernel_width)
 
     def _support_kernel(self, kern, x_s):
-        """K_ss in row blocks of ``real_chunk``, each recomputed in the backward pass
+        """K_ss in row blocks of ``RunOptions.chunk``, each recomputed in the backward pass
         (activation checkpointing): the exact conv kernel's per-pair maps never all coexist."""
-        n, c = x_s.shape[0], self.real_chunk
+        n, c = x_s.shape[0], self.run_.chunk
         if n <= c or not torch.is_grad_enabled() or getattr(kern, "self_chunking", False):
             return kern(x_s, x_s)
         from torch.utils.checkpoint import checkpoint
@@ -84,7 +83,7 @@ class KIP(KRRDistiller):
                           for i in range(0, n, c)])
 
     def step(self, real, syn):
-        if self.release_memory and self.kernel.startswith("conv_pool") and self.device_.type == "cpu":
+        if self.run_.release_memory and self.kernel.startswith("conv_pool"):
             with resident_is_live(threshold=64 << 20):
                 return self._step(real, syn)
         return self._step(real, syn)
@@ -105,8 +104,9 @@ class KIP(KRRDistiller):
         a = alpha.detach().requires_grad_(True)
         self.optimizer_.zero_grad(set_to_none=True)
         total, correct, m = 0.0, 0, x_t.shape[0]
-        for i in range(0, m, self.real_chunk):
-            xc, yc = x_t[i:i + self.real_chunk], y_t[i:i + self.real_chunk]
+        c = self.run_.chunk
+        for i in range(0, m, c):
+            xc, yc = x_t[i:i + c], y_t[i:i + c]
             if feat is not None:
                 with torch.no_grad():
                     phi_c = feat(xc)

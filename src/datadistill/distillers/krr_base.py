@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..krr import krr_fit_predict
-from .base import ConfigError, Distiller
+from ..kernels.krr import krr_fit_predict
+from ..errors import ConfigError
+from .image import ImageDistiller
 
 
 @dataclasses.dataclass(kw_only=True)
-class KRRDistiller(Distiller):
+class KRRDistiller(ImageDistiller):
     """Not registered: the common configuration of KIP, RFAD and FRePO."""
 
     label_format = "regression"

@@ -22,8 +22,8 @@ be loaded ZCA-whitened, ``--zca``). MNIST/Fashion-MNIST have no published settin
 per-channel normalisation, easier data), see docs/trajectory-matching.md. ``cpu-ipc1`` /
 ``cpu-ipc10`` are the CPU budget (2 experts x 3 epochs, short runs).
 
-Speed on CPU: ``fused=True`` (CLI ``--fused``) runs the student's blocks with the fused C++
-kernels, including a kernel for the double backward the unroll needs (``models/fused.py``): the
+Speed on CPU (``RunOptions``; auto turns the kernels on): ``fused`` runs the student's blocks with
+the fused C++ kernels, including a kernel for the double backward the unroll needs (``perf/fused.py``): the
 same function, 4.7 s per iteration at IPC 10, syn_steps 20 instead of 9.1-10.2 s, 82 % of the
 machine's fp32 convolution throughput, and ~1.5 GiB less peak memory at 5 steps (BENCHMARKS.md).
 """
@@ -34,14 +34,16 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from ..experts import ExpertConfig, ExpertTrajectories, load_experts
 from ..models import create_model
+from ..models.functional import FlatStudent
 from ..objectives import parameter_distance
-from ..runtime import autocast, fused_kernels
+from ..runtime import AUTO, RunOptions, autocast
 from ..train import label_loss
-from .base import DISTILLERS, ConfigError, Distiller
+from ..errors import ConfigError
+from .base import DISTILLERS
+from .image import ImageDistiller
 
 _TABLE = {  # MTT paper, appendix hyperparameter table (ConvNet-128-3)
     "cifar10-ipc1": dict(syn_steps=50, expert_epochs=2, max_start_epoch=2, lr_img=1000.0,
@@ -83,87 +85,9 @@ def _row_major_strides(shape) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-class _Standardize(torch.autograd.Function):
-    """Instance standardisation (x - mean) * rsqrt(var + eps) over H, W, returning (xhat, r).
-
-    Its backward is written in differentiable ops on the saved *outputs*, so the unroll's double
-    backward costs a handful of elementwise passes instead of autograd's generic group-norm
-    double backward (which was ~40% of an MTT iteration). Same values as ``nn.GroupNorm(C, C)``.
-    """
-
-    @staticmethod
-    def forward(ctx, x, eps):
-        n, c, h, w = x.shape
-        xc = x - x.mean((2, 3), keepdim=True)
-        ss = torch.linalg.vector_norm(xc.flatten(2), dim=-1).view(n, c, 1, 1)
-        r = torch.rsqrt(ss * ss / (h * w) + eps)
-        xhat = xc * r
-        ctx.save_for_backward(xhat, r)
-        return xhat, r
-
-    @staticmethod
-    def backward(ctx, g_xhat, g_r):
-        xhat, r = ctx.saved_tensors
-        gx = None
-        if g_xhat is not None:  # r folded into the per-channel factors: fewer saved tensors
-            m1 = g_xhat.mean((2, 3), keepdim=True) * r
-            m2 = (g_xhat * xhat).mean((2, 3), keepdim=True) * r
-            gx = g_xhat * r - m1 - xhat * m2
-        if g_r is not None:  # dr/dx = -r^2 xhat / (H W)
-            t = xhat * (g_r * r * r / (xhat.shape[2] * xhat.shape[3]))
-            gx = -t if gx is None else gx - t
-        return gx, None
-
-
-class _InstanceNorm(nn.Module):
-    """Drop-in for the ConvNet's instance norm (``GroupNorm(C, C)``): same parameter names."""
-
-    def __init__(self, gn: nn.GroupNorm):
-        super().__init__()
-        self.weight, self.bias, self.eps = gn.weight, gn.bias, gn.eps
-
-    def forward(self, x):
-        xhat, _ = _Standardize.apply(x, self.eps)
-        c = (1, -1, 1, 1)
-        return torch.addcmul(self.bias.view(c), xhat, self.weight.view(c))
-
-
-def _fast_norms(module: nn.Module) -> nn.Module:
-    for name, child in module.named_children():
-        if (isinstance(child, nn.GroupNorm) and child.num_groups == child.num_channels
-                and child.affine):
-            setattr(module, name, _InstanceNorm(child))
-        else:
-            _fast_norms(child)
-    return module
-
-
-class FlatStudent:
-    """A network evaluated at one flat parameter vector (``torch.func.functional_call`` on views
-    of the vector: no module is rebuilt and nothing is copied per step). With ``fast_norm``
-    instance norms are swapped for ``_InstanceNorm`` (same parameters and values, ~50% more
-    memory per unrolled step; faster in a profile, slower in the A/B benchmark: see
-    docs/trajectory-matching.md)."""
-
-    def __init__(self, module: nn.Module, fast_norm: bool = True):
-        order = [n for n, _ in module.named_parameters()]
-        self.module = _fast_norms(module) if fast_norm else module
-        named = list(module.named_parameters())
-        if [n for n, _ in named] != order:
-            raise RuntimeError("swapping the norm layers changed the parameter layout")
-        self.names = [n for n, _ in named]
-        self.shapes = [p.shape for _, p in named]
-        self.numels = [p.numel() for _, p in named]
-        self.num_params = sum(self.numels)
-
-    def __call__(self, flat: Tensor, x: Tensor) -> Tensor:
-        params = {n: t.view(s) for n, t, s in zip(self.names, flat.split(self.numels), self.shapes)}
-        return functional_call(self.module, params, (x,))
-
-
 @DISTILLERS.register("mtt")
 @dataclasses.dataclass(kw_only=True)
-class MTT(Distiller):
+class MTT(ImageDistiller):
     """Matching Training Trajectories (Cazenavette et al., CVPR'22): N student steps from an
     expert's epoch-t parameters on the summary, with a learnable step size, must land on the
     expert's epoch t+M parameters; loss ||theta_N - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2
@@ -187,15 +111,6 @@ class MTT(Distiller):
     expert_lr: float = 0.01
     batch_train: int = 256
     expert_seed: int = 0
-    expert_workers: int = 1
-    # True: the student's custom instance norm (see FlatStudent); no effect with fused=True,
-    # where the fused kernels compute the whole norm/ReLU/pool block (the same function)
-    fast_norm: bool = False
-    #: torch.compile the student's inner gradient (``torch.func.grad``, compiled once per label
-    #: format; the unroll back-propagates through the compiled graph). The same math; on CPU
-    #: ~1.4x faster per iteration after a one-off compilation (BENCHMARKS.md). Not with
-    #: ``fast_norm`` (its custom autograd function is not a ``torch.func`` transform target).
-    compile: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -211,9 +126,6 @@ class MTT(Distiller):
         if self.lr_teacher <= 0:
             raise ConfigError(f"lr_teacher (initial synthetic step size) must be > 0, "
                               f"got {self.lr_teacher}")
-        if self.compile and self.fast_norm:
-            raise ConfigError("compile=True and fast_norm=True cannot be combined: the custom "
-                              "norm's autograd function does not support torch.func.grad")
 
     # -- experts ----------------------------------------------------------------------------------
     def expert_config(self) -> ExpertConfig:
@@ -223,9 +135,26 @@ class MTT(Distiller):
                             dsa_strategy=self.dsa_strategy, seed=self.expert_seed)
 
     def experts(self, real) -> ExpertTrajectories:
-        """The cached expert trajectories (trained now if missing)."""
-        return load_experts(real, self.expert_config(), device=self.device,
-                            workers=self.expert_workers)
+        """The cached expert trajectories (trained now if missing, in ``RunOptions.workers``
+        processes, with the run's fused kernels)."""
+        if getattr(self, "run_", None) is None:
+            self.use_run(None)
+        return load_experts(real, self.expert_config(), device=self.device_,
+                            workers=self.run_.workers, fused=self.run_.fused)
+
+    def use_run(self, run: RunOptions | None) -> RunOptions:
+        """As ``Distiller.use_run``; ``torch.compile`` of the student's inner gradient (compiled
+        once per label format; the unroll back-propagates through the compiled graph) cannot take
+        the custom norm (``fast_norm``: its autograd function is not a ``torch.func`` target), so an
+        auto ``fast_norm`` turns off under ``compile``; asking for both is an error."""
+        asked = run if run is not None else RunOptions()
+        resolved = super().use_run(run)
+        if resolved.compile and resolved.fast_norm:
+            if asked.fast_norm != AUTO:
+                raise ConfigError("compile=True and fast_norm=True cannot be combined: the custom "
+                                  "norm's autograd function does not support torch.func.grad")
+            self.run_ = resolved.replace(fast_norm=False)
+        return self.run_
 
     # -- summary and optimizers -------------------------------------------------------------------
     def init_synset(self, real, *, ipc=None, **budget):
@@ -248,8 +177,10 @@ class MTT(Distiller):
                               f"(or set zca=None)")
         super().setup(real, syn)
         self.experts_ = self.experts(real)
-        net = create_model(self.model, real.info).to(self.device_).train()
-        self.student_ = FlatStudent(net.requires_grad_(False), self.fast_norm)
+        # (a compiled torch.func graph takes the ConvNet's reference path: no fused kernels)
+        net = create_model(self.model, real.info, device=self.device_,
+                           fused=self.run_.fused and not self.run_.compile).train()
+        self.student_ = FlatStudent(net.requires_grad_(False), self.run_.fast_norm)
         if self.student_.num_params != self.experts_.num_params:
             raise ConfigError("expert trajectories do not match the model's parameters")
         self.compiled_grads_: dict[str, Any] = {}
@@ -259,9 +190,8 @@ class MTT(Distiller):
         """(theta*_t, theta*_{t+M}) of a random expert, t uniform in [0, max_start_epoch)."""
         e = int(torch.randint(len(self.experts_), (1,), generator=self.gen_))
         t = int(torch.randint(self.max_start_epoch, (1,), generator=self.gen_))
-        traj = self.experts_[e]
-        return (traj[t].clone().to(self.device_),
-                traj[t + self.expert_epochs].clone().to(self.device_))
+        return (self.experts_.params_at(e, t).to(self.device_),
+                self.experts_.params_at(e, t + self.expert_epochs).to(self.device_))
 
     def plan_batches(self, n: int, size) -> list[tuple[Tensor, Any]]:
         """The N mini-batches (indices, DSA parameters) of one unroll, as the reference: chunks
@@ -279,7 +209,7 @@ class MTT(Distiller):
     def inner_grad(self, theta: Tensor, x: Tensor, y: Tensor, label_format: str, *,
                    create_graph: bool) -> Tensor:
         """Gradient of the student's training loss on one (augmented) batch at ``theta``."""
-        if self.compile:
+        if self.run_.compile:
             fn = self.compiled_grads_.get(label_format)
             if fn is None:
                 fn = self.compiled_grads_[label_format] = self._compiled_grad(label_format)
@@ -287,18 +217,16 @@ class MTT(Distiller):
                 # DSA's transforms leave size-1 channels with other strides; one layout keeps
                 # the compiled graph from recompiling (a differentiable copy)
                 x = x.clone(memory_format=torch.contiguous_format)
-            # (a compiled torch.func graph takes the ConvNet's reference path: fused kernels off)
-            with fused_kernels(False):
-                if create_graph:
-                    return fn(theta, x, y)
-                with torch.no_grad():  # no graph for the outer backward (torch.func.grad runs)
-                    return fn(theta, x, y)
+            if create_graph:
+                return fn(theta, x, y)
+            with torch.no_grad():  # no graph for the outer backward (torch.func.grad runs)
+                return fn(theta, x, y)
         loss = self.student_loss(theta, x, y, label_format)
         return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
 
     def student_loss(self, theta: Tensor, x: Tensor, y: Tensor, label_format: str) -> Tensor:
         """The student's training loss on one (augmented) batch at the flat parameters."""
-        with autocast(self.device_, self.precision):
+        with autocast(self.device_, self.run_.precision):
             out = self.student_(theta, x)
         return label_loss(out, y, label_format)
 

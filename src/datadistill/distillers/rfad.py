@@ -21,8 +21,9 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from ..kernels_conv import RandomFeatureNNGP
-from .base import DISTILLERS, ConfigError
+from ..kernels.conv import RandomFeatureNNGP
+from ..errors import ConfigError
+from .base import DISTILLERS
 from .krr_base import KRRDistiller
 
 

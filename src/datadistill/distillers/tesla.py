@@ -24,7 +24,7 @@ for *resident* memory to be flat: with the library's allocator setting (``tune_a
 one glibc heap, never trimmed, no mmap) the heap's high-water mark crept up with the number of
 steps (Fashion-MNIST IPC 10: peak RSS 1.83 GiB at 5 steps, 2.19 GiB at 40) while the bytes in
 use at every step boundary were identical. So by default (``release_memory``) the unroll runs under
-``runtime.resident_is_live``: blocks of >= 1 MiB get their own mapping, returned when freed,
+``perf.resident_is_live``: blocks of >= 1 MiB get their own mapping, returned when freed,
 and free heap pages are released after every step; resident memory then follows live memory
 (docs/trajectory-matching.md has the numbers).
 
@@ -41,8 +41,9 @@ import dataclasses
 import torch
 
 from ..objectives import parameter_distance
-from ..runtime import release_free_memory, resident_is_live
-from .base import DISTILLERS, ConfigError
+from ..perf import release_free_memory, resident_is_live
+from ..errors import ConfigError
+from .base import DISTILLERS
 from .mtt import MTT, PRESETS
 
 
@@ -56,16 +57,15 @@ class TESLA(MTT):
     name = "tesla"
     label_format = "soft"
     presets = {**PRESETS, "tiny": {**PRESETS["tiny"], "lr_y": 2.0}}
+    #: ``fast_norm``: memory is per-step constant here (no effect under the fused kernels, which
+    #: compute the whole norm/ReLU/pool block). ``release_memory``: the unroll runs under
+    #: ``perf.resident_is_live`` (large blocks mmapped, free heap pages released after every step)
+    #: so that resident memory follows the constant live memory; False keeps the fast allocator
+    #: setting, whose resident peak creeps with syn_steps.
+    run_defaults = {"fast_norm": True, "release_memory": True}
 
     lr_y: float = 2.0
     label_epoch: int | None = None
-    # memory is per-step constant here; the benchmarks ran with it. No effect with fused=True
-    # (the fused kernels compute the whole norm/ReLU/pool block, the same function)
-    fast_norm: bool = True
-    # the unroll runs under runtime.resident_is_live (large blocks mmapped, free heap pages
-    # released after every step) so that resident memory follows the constant live memory;
-    # False: the library's fast allocator setting, whose resident peak creeps with syn_steps
-    release_memory: bool = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -78,7 +78,7 @@ class TESLA(MTT):
         """Real (or noise) images; labels = an expert's logits on them."""
         syn = super().init_synset(real, ipc=ipc, **budget)
         from ..models import create_model
-        from .mtt import FlatStudent
+        from ..models.functional import FlatStudent
 
         experts = self.experts(real)
         epoch = self.train_epochs if self.label_epoch is None else self.label_epoch
@@ -97,7 +97,7 @@ class TESLA(MTT):
         return torch.optim.SGD(groups, lr=self.lr_img, momentum=0.5)
 
     def step(self, real, syn):
-        if self.release_memory and self.device_.type == "cpu":
+        if self.run_.release_memory:
             with resident_is_live():
                 return self._step(real, syn)
         return self._step(real, syn)
@@ -134,7 +134,7 @@ class TESLA(MTT):
         return {"loss": float(loss), "syn_lr": lr}
 
     def _release(self) -> None:
-        if self.release_memory and self.device_.type == "cpu":
+        if self.run_.release_memory:
             release_free_memory()
 
     def _unroll_step(self, theta, grad_sum, x, y, idx, aug, fmt, lr) -> None:

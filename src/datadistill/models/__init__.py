@@ -21,11 +21,17 @@ for _m in pkgutil.iter_modules(__path__):
 
 
 def create_model(name: str, info, *, generator: torch.Generator | None = None,
-                 device=None, **kw) -> nn.Module:
-    """Build model ``name`` for dataset ``info``; initialised from ``generator`` when given."""
+                 device=None, fused: bool = False, **kw) -> nn.Module:
+    """Build model ``name`` for dataset ``info``; initialised from ``generator`` when given.
+    ``fused`` lets the modules that have fused CPU kernels (``perf/fused.py``; the ConvNet's
+    blocks) use them: the same function and state dict, faster (a ``RunOptions`` setting)."""
     model = MODELS.get(name)(info, **kw)
     if generator is not None:
         init_parameters(model, generator)
+    if fused:
+        for m in model.modules():
+            if hasattr(m, "fused"):
+                m.fused = True
     return model.to(device) if device is not None else model
 
 

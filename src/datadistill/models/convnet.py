@@ -6,22 +6,25 @@ as im2col + 1x1 conv because oneDNN's single-channel kernel is slow, see ``layer
 Registered variants: depth ``convnet_d1..d4``, width ``convnet_w32..w256``, norm
 ``convnet_nn/bn/in/ln/gn``, pooling ``convnet_ap/mp/np``.
 
-Inside ``runtime.fused_kernels()`` the first block (conv -> instance norm -> ReLU -> avg pool)
-runs as one fused CPU kernel and every later ``instance norm -> ReLU -> avg pool`` as another
-(``models/fused.py``; same function, same parameters and state dict); the activations flow in
-channels-last memory, which the convolutions also prefer.
+With ``fused = True`` (``create_model(..., fused=True)``, which ``RunOptions(fused=...)`` decides)
+the first block (conv -> instance norm -> ReLU -> avg pool) runs as one fused CPU kernel and every
+later ``instance norm -> ReLU -> avg pool`` as another (``perf/fused.py``; same function, same
+parameters and state dict); the activations flow in channels-last memory, which the
+convolutions also prefer.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .. import runtime
 from . import MODELS
 from .layers import GrayStemConv2d, activation, norm_layer, pool_layer
 
 
 class ConvNet(nn.Module):
+    #: compute the blocks with the fused CPU kernels (a speed setting: the same function)
+    fused: bool = False
+
     def __init__(self, info, *, width: int = 128, depth: int = 3, norm: str = "instance",
                  act: str = "relu", pool: str = "avg"):
         super().__init__()
@@ -46,15 +49,15 @@ class ConvNet(nn.Module):
         self.classifier = nn.Linear(self.feature_dim, info.num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fusable and runtime.fused_kernels_enabled():
-            from .fused import applicable
+        if self._fusable and self.fused:
+            from ..perf.fused import applicable
             if applicable(x):  # (not under vmap, CPU, floating point)
                 return self._fused_features(x).flatten(1)
         return self.features(x).flatten(1)
 
     def _fused_features(self, x: torch.Tensor) -> torch.Tensor:
-        from .fused import applicable, conv_norm_relu_pool, norm_relu_pool
-        from .fused_conv import conv2d
+        from ..perf.fused import applicable, conv_norm_relu_pool, norm_relu_pool
+        from ..perf.fused_conv import conv2d
         layers = list(self.features)
         i = 0
         conv = layers[0]

@@ -1,7 +1,7 @@
 """Graph neural networks: GCN, SGC, GraphSAGE and GAT, for node and graph classification.
 
 Built from a graph ``DataInfo`` (``modality="graph"``, ``shape=(num_features,)``); the task,
-``info.extra["task"]`` (``"node"`` or ``"graph"``), picks the head and the published defaults:
+``info.task`` (``"node"`` or ``"graph"``), picks the head and the published defaults:
 
 * node classification (GCond's evaluation network): 2 layers, hidden 256, dropout 0.5; the last
   layer is a graph convolution to the classes; ``embed`` is the last hidden layer's output.
@@ -96,7 +96,7 @@ def graph_task(info) -> str:
     if getattr(info, "modality", None) != "graph":
         raise ValueError(f"graph models need a graph dataset (modality 'graph'), "
                          f"got {getattr(info, 'modality', None)!r}")
-    task = info.extra.get("task", "node")
+    task = info.task or "node"
     if task not in ("node", "graph"):
         raise ValueError(f"unknown graph task {task!r}; known: node, graph")
     return task
@@ -267,7 +267,7 @@ class GAT(GNN):
     def __init__(self, info, *, heads: int = 8, hidden: int | None = None,
                  dropout: float | None = None, **kw):
         self.heads = int(heads)
-        task = info.extra.get("task", "node") if getattr(info, "modality", None) == "graph" else None
+        task = info.task or "node" if getattr(info, "modality", None) == "graph" else None
         hidden = hidden if hidden is not None else (64 if task == "node" else None)
         dropout = dropout if dropout is not None else (0.6 if task == "node" else None)
         super().__init__(info, hidden=hidden, dropout=dropout, **kw)

@@ -19,16 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from ..data.base import DataInfo
+from ..errors import SummaryFormatError
 from ..registry import Registry
 
 SYNSETS: Registry = Registry("summary type")
 FORMAT_VERSION = 1
 LABEL_FORMATS = ("hard", "soft", "regression")
 TENSORS_FILE, META_FILE = "summary.safetensors", "summary.json"
-
-
-class SummaryFormatError(ValueError):
-    """A summary folder that is missing, corrupted, or from an incompatible version."""
 
 
 class SyntheticSet(nn.Module):

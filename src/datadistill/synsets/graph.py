@@ -23,10 +23,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..models.gnn import dense_to_edges
 from .base import SYNSETS, SyntheticSet
 
 ADJACENCIES = ("pge", "bernoulli", "fixed", "none")
+
+
+
+def node_budget(train_counts: list[int], num_nodes: int, ratio: float) -> list[int]:
+    """Synthetic nodes per class for ``ratio`` of all ``num_nodes`` (GCond's allocation: each
+    class gets max(1, int(n_c * r)) with r = n' / n_labelled; the largest class the remainder)."""
+    labelled = sum(train_counts)
+    if not 0 < ratio <= 1:
+        raise ConfigError(f"ratio must be in (0, 1], got {ratio}")
+    total = min(labelled, max(1, round(ratio * num_nodes)))
+    rate = total / labelled
+    order = sorted(range(len(train_counts)), key=lambda c: train_counts[c])
+    counts = [0] * len(train_counts)
+    for c in order[:-1]:
+        counts[c] = max(1, int(train_counts[c] * rate))
+    counts[order[-1]] = total - sum(counts)
+    if counts[order[-1]] < 1:
+        raise ConfigError(f"ratio {ratio} gives {total} nodes, fewer than one per class "
+                          f"({len(train_counts)} classes)")
+    return counts
 
 
 class PGE(nn.Module):

@@ -4,13 +4,10 @@ from __future__ import annotations
 import torch
 
 from ..data.base import RealData
+from ..errors import IPCError
 from .base import SYNSETS, SyntheticSet
 
 INITS = ("real", "noise")
-
-
-class IPCError(ValueError):
-    """IPC larger than the smallest class (or < 1)."""
 
 
 def check_ipc(real: RealData, ipc: int) -> None:

@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 
-from .evaluate import MODALITY_EVALUATORS, EvalReport, accuracy_stats
-from .models import create_model
-from .runtime import make_generator, resolve_device
-from .train import label_loss
+from ..errors import ConfigError, DataFormatError
+from ..models import create_model
+from ..runtime import RunOptions, derive_seed, make_generator, resolve_device
+from ..train import label_loss
+from .base import EvalReport, accuracy_stats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +59,7 @@ def graph_protocol(task: str, protocol) -> GraphProtocol:
     name = getattr(protocol, "name", protocol)
     if (task, name) not in GRAPH_PROTOCOLS:
         known = sorted({p for _, p in GRAPH_PROTOCOLS})
-        raise ValueError(f"unknown graph protocol {name!r}; known: {', '.join(known)}")
+        raise ConfigError(f"unknown graph protocol {name!r}; known: {', '.join(known)}")
     return GRAPH_PROTOCOLS[(task, name)]
 
 
@@ -159,22 +160,22 @@ def _subgraphs(x, ei, w, batch, node_of, sel):
 def _check(syn, real) -> str:
     si, ri = syn.info, real.info
     if (si.name, tuple(si.shape), si.num_classes) != (ri.name, tuple(ri.shape), ri.num_classes):
-        raise ValueError(f"summary is for {si.name} {tuple(si.shape)} with {si.num_classes} classes "
+        raise DataFormatError(f"summary is for {si.name} {tuple(si.shape)} with {si.num_classes} classes "
                          f"but the data is {ri.name} {tuple(ri.shape)} with {ri.num_classes}")
-    return ri.extra.get("task", "node")
+    return ri.task or "node"
 
 
 def full_graph_accuracy(real, model: str = "gcn", *, protocol="paper", num_models: int | None = None,
                         seed: int = 0, device=None) -> dict[str, Any]:
     """The whole-dataset reference: the same network and protocol trained on the real training
     nodes (node task, in the full graph) or training graphs (graph task)."""
-    task = real.info.extra.get("task", "node")
+    task = real.info.task or "node"
     proto = graph_protocol(task, protocol)
     dev = resolve_device(device)
     real = real.to(dev)
     accs = []
     for k in range(num_models or proto.num_models):
-        gen = make_generator(seed * 1_000_003 + 7919 + k)
+        gen = make_generator(derive_seed(seed, 7919 + k))
         net = create_model(model, real.info, generator=gen, device=dev)
         if task == "node":
             train_node_model(net, (real.x_input, real.edge_index, None), real.y, real,
@@ -191,10 +192,9 @@ def full_graph_accuracy(real, model: str = "gcn", *, protocol="paper", num_model
             "settings": dataclasses.asdict(proto)}
 
 
-@MODALITY_EVALUATORS.register("graph")
 def evaluate_graph(syn, real, *, models: Sequence[str] | None = None, protocol="fast",
-                   num_models: int | None = None, seed: int = 0, device=None,
-                   full_reference: bool = False, on_model=None) -> EvalReport:
+                   num_models: int | None = None, seed: int = 0, full_reference: bool = False,
+                   on_model=None, run: RunOptions | None = None) -> EvalReport:
     """Train ``num_models`` fresh GNNs per architecture on the summary; test on the real graph."""
     task = _check(syn, real)
     models = ("gcn",) if models is None else tuple(models)
@@ -203,7 +203,7 @@ def evaluate_graph(syn, real, *, models: Sequence[str] | None = None, protocol="
     if num_models is not None and num_models != proto.num_models:
         overrides["num_models"] = num_models
         proto = dataclasses.replace(proto, num_models=num_models)
-    dev = resolve_device(device)
+    dev = resolve_device(run.device if run is not None else None)
     real = real.to(dev)
     syn = syn.to(dev)
     with torch.no_grad():
@@ -213,7 +213,7 @@ def evaluate_graph(syn, real, *, models: Sequence[str] | None = None, protocol="
     for mi, name in enumerate(models):
         accs = []
         for k in range(proto.num_models):
-            gen = make_generator(seed * 1_000_003 + mi * 1009 + k)
+            gen = make_generator(derive_seed(seed, mi, k))
             net = create_model(name, syn.info, generator=gen, device=dev)
             if task == "node":
                 train_node_model(net, inputs, y, real, epochs=proto.epochs, lr=proto.lr,
@@ -242,4 +242,4 @@ def evaluate_graph(syn, real, *, models: Sequence[str] | None = None, protocol="
                "params": syn.meta.get("params"), "task": task,
                "ratio": syn.meta.get("ratio"), "ratio_of_labelled": syn.meta.get("ratio_of_labelled")}
     proto_d = {**dataclasses.asdict(proto), "dsa": False, "optimizer": "adam", "selection": "best validation"}
-    return EvalReport(proto_d, summary, results, overrides)
+    return EvalReport(proto_d, summary, results, overrides, run.to_dict() if run else {})

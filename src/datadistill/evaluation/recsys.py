@@ -19,10 +19,12 @@ import torch
 from torch import Tensor
 
 from ..data.recsys import RecsysData
-from ..evaluate import MODALITY_EVALUATORS, EvalReport
+from ..errors import ConfigError, DataFormatError
+from ..models.recsys import create_recommender
+from ..runtime import RunOptions, derive_seed
 from ..synsets.base import SyntheticSet
-from .metrics import rank_metrics
-from .models import create_recommender
+from .base import EvalReport
+from .ranking import rank_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +60,11 @@ def select_and_test(model_name: str, rows: Tensor, data: RecsysData, *, protocol
 
 def check_compatible(syn: SyntheticSet, real) -> None:
     if not isinstance(real, RecsysData):
-        raise ValueError(f"a recommender summary needs recommender data, got {type(real).__name__}")
+        raise DataFormatError(f"a recommender summary needs recommender data, got {type(real).__name__}")
     si, ri = syn.info, real.info
     keys = ("item_ids_sha1", "k_core", "min_rating")
     if tuple(si.shape) != tuple(ri.shape) or any(si.extra.get(k) != ri.extra.get(k) for k in keys):
-        raise ValueError(f"summary is for {si.name} ({si.shape[0]} items, k-core {si.extra.get('k_core')}) "
+        raise DataFormatError(f"summary is for {si.name} ({si.shape[0]} items, k-core {si.extra.get('k_core')}) "
                          f"but the data is {ri.name} ({ri.shape[0]} items, k-core {ri.extra.get('k_core')}); "
                          f"load the dataset the summary was made from, with the same preprocessing")
 
@@ -75,7 +77,7 @@ def evaluate_rows(rows: Tensor, real: RecsysData, models: Sequence[str], protoco
         runs = []
         n = 1 if create_recommender(name).deterministic else protocol.num_models
         for k in range(n):
-            r = select_and_test(name, rows, real, protocol=protocol, seed=seed * 1_000_003 + mi * 1009 + k)
+            r = select_and_test(name, rows, real, protocol=protocol, seed=derive_seed(seed, mi, k))
             runs.append(r)
             if on_model is not None:
                 on_model({"model": name, "index": k, "accuracy": r["test"][protocol.select_on], **r["test"]})
@@ -90,17 +92,17 @@ def evaluate_rows(rows: Tensor, real: RecsysData, models: Sequence[str], protoco
     return results
 
 
-@MODALITY_EVALUATORS.register("recsys")
 def evaluate_recsys(syn: SyntheticSet, real, *, models: Sequence[str] | None = None,
-                    protocol: str = "fast", num_models: int | None = None, seed: int = 0, device=None,
-                    full_reference: bool = False, on_model=None) -> "RecsysReport":
-    """Evaluate a recommender summary (same signature as ``datadistill.evaluate.evaluate``)."""
+                    protocol: str = "fast", num_models: int | None = None, seed: int = 0,
+                    full_reference: bool = False, on_model=None,
+                    run: RunOptions | None = None) -> "RecsysReport":
+    """Evaluate a recommender summary (``datadistill.evaluation.evaluate`` dispatches here)."""
     if isinstance(protocol, RecsysProtocol):
         proto = protocol
     elif protocol in RECSYS_PROTOCOLS:
         proto = RECSYS_PROTOCOLS[protocol]
     else:
-        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(RECSYS_PROTOCOLS)}")
+        raise ConfigError(f"unknown protocol {protocol!r}; known: {', '.join(RECSYS_PROTOCOLS)}")
     overrides: dict[str, Any] = {}
     if num_models is not None and num_models != proto.num_models:
         overrides["num_models"] = num_models
@@ -121,7 +123,8 @@ def evaluate_recsys(syn: SyntheticSet, real, *, models: Sequence[str] | None = N
                "stored_bytes": syn.stored_bytes(), "label_format": syn.label_format,
                "method": syn.meta.get("method"), "iterations": syn.meta.get("iterations"),
                "params": syn.meta.get("params")}
-    return RecsysReport(dataclasses.asdict(proto), summary, results, overrides)
+    return RecsysReport(dataclasses.asdict(proto), summary, results, overrides,
+                        run.to_dict() if run else {})
 
 
 class RecsysReport(EvalReport):

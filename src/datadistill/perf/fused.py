@@ -1,6 +1,6 @@
 """Fused CPU kernels for the ConvNet's blocks.
 
-Opt-in (``datadistill.runtime.fused_kernels()``, a distiller's ``fused=True``, the CLI's
+Chosen by ``RunOptions.fused`` (auto: on for CPU runs where they build; the CLI's
 ``--fused``). Kernels in a small C++ extension (``csrc/norm_relu_pool.cpp``):
 
 * ``norm_relu_pool``: ``GroupNorm(C, C) -> ReLU -> AvgPool2d(2)``, reading each image's
@@ -50,9 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import KernelBuildError
 from .fused_conv import _Conv2dBackward
 
-_SRC = Path(__file__).resolve().parent.parent / "csrc" / "norm_relu_pool.cpp"
+_SRC = Path(__file__).resolve().parent / "csrc" / "norm_relu_pool.cpp"
 _lock = threading.Lock()
 _ext = None
 _error: str | None = None
@@ -89,7 +90,7 @@ def build(verbose: bool = False):
         if _ext is not None:
             return _ext
         if _error is not None:
-            raise RuntimeError(_error)
+            raise KernelBuildError(_error)
         from torch.utils import cpp_extension
         d = build_dir()
         d.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,7 @@ def build(verbose: bool = False):
             _error = (f"could not build the fused CPU kernel ({type(e).__name__}: {e}). It needs "
                       f"a C++ compiler and ninja (Debian: apt-get install g++ ninja-build, or "
                       f"pip install ninja); run without fused kernels otherwise")
-            raise RuntimeError(_error) from e
+            raise KernelBuildError(_error) from e
     return _ext
 
 
@@ -112,7 +113,7 @@ def available() -> bool:
     try:
         build()
         return True
-    except RuntimeError:
+    except KernelBuildError:
         return False
 
 

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .kernels import arccos_maps
+from .fc import arccos_maps
 
 
 def _radii(depth: int) -> list[int]:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..coresets import select_herding
+from ..errors import ConfigError, DataFormatError
 from ..data.recsys import RecsysData
 from ..registry import Registry
 from ..runtime import make_generator
 from ..synsets.users import UserRowSet
+from .images import select_herding
 
 USER_SELECTIONS: Registry = Registry("user selection")
 
@@ -53,9 +54,9 @@ def select_herding_users(real: RecsysData, n: int, generator: torch.Generator, *
 def select_users(real: RecsysData, users: int, method: str = "random", *, seed: int = 0, **kw) -> UserRowSet:
     """A summary made of ``users`` real users' training rows, chosen by ``method``."""
     if not isinstance(real, RecsysData):
-        raise ValueError(f"user selection needs recommender data, got {type(real).__name__}")
+        raise DataFormatError(f"user selection needs recommender data, got {type(real).__name__}")
     if not 1 <= users <= real.num_users:
-        raise ValueError(f"users must be in 1..{real.num_users}, got {users}")
+        raise ConfigError(f"users must be in 1..{real.num_users}, got {users}")
     idx = USER_SELECTIONS.get(method)(real, users, make_generator(seed), **kw)
     syn = UserRowSet(real.info, users=users)
     syn.rows.copy_(real.dense("train")[idx])

@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..kernels import fc_ntk
-from ..krr import krr_predict, krr_solve
+from ..kernels.fc import fc_ntk
+from ..kernels.krr import krr_predict, krr_solve
 from ..registry import Registry
 
 RECOMMENDERS: Registry = Registry("recommender")

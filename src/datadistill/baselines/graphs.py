@@ -2,7 +2,7 @@
 ``coresets.CORESETS``, reused) over real training nodes or training graphs.
 
 * Node classification (GCond's baselines): per class, as many labelled nodes as the distilled
-  summary has (``graph_coresets.node_budget`` of ``ratio``); the summary is the *induced
+  summary has (``synsets.graph.node_budget`` of ``ratio``); the summary is the *induced
   subgraph* of the real graph on the selected nodes (their features, labels and the edges among
   them), a ``fixed``-adjacency ``GraphSet``.
 * Graph classification: ``ipc`` real training graphs per class, a ``fixed``-adjacency
@@ -17,12 +17,11 @@ import time
 
 import torch
 
-from .coresets import CORESETS, NEEDS_FEATURES
-from .distillers.base import ConfigError
-from .distillers.gcond import node_budget
-from .models import create_model
-from .runtime import make_generator, resolve_device
-from .synsets.init import IPCError
+from ..errors import ConfigError, IPCError
+from ..models import create_model
+from ..runtime import make_generator, resolve_device
+from ..synsets.graph import node_budget
+from .images import CORESETS, NEEDS_FEATURES
 
 
 def coreset_features(real, model: str = "gcn", *, seed: int = 0, device=None,
@@ -34,8 +33,8 @@ def coreset_features(real, model: str = "gcn", *, seed: int = 0, device=None,
 
 
 def _feature_model(real, model: str, seed: int, dev, feature_epochs: int):
-    from .graph import graph_protocol, train_graph_model, train_node_model
-    task = real.info.extra.get("task", "node")
+    from ..evaluation.graphs import graph_protocol, train_graph_model, train_node_model
+    task = real.info.task or "node"
     proto = graph_protocol(task, "paper")
     gen = make_generator(seed)
     net = create_model(model, real.info, generator=gen, device=dev)
@@ -57,10 +56,10 @@ def select_graph_coreset(real, method: str = "random", *, ratio: float | None = 
                          feature_epochs: int = 100, features=None):
     """A graph summary of real nodes (``ratio``) or real graphs (``ipc``) chosen by ``method``
     (``features``: precomputed ``coreset_features``, to share between calls)."""
-    from .synsets.graph import GraphBatchSet, GraphSet
+    from ..synsets.graph import GraphBatchSet, GraphSet
 
     select = CORESETS.get(method)
-    task = real.info.extra.get("task", "node")
+    task = real.info.task or "node"
     dev = resolve_device(device)
     real = real.to(dev)
     t0 = time.perf_counter()

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kernels import arccos_maps
-from .models import create_model
+from .fc import arccos_maps
+from ..models import create_model
 
 
 def _neighbour_mean(maps: Tensor, padding: int) -> Tensor:

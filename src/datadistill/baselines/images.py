@@ -13,11 +13,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .data.base import RealData
-from .registry import Registry
-from .runtime import make_generator, resolve_device
-from .synsets import check_ipc
-from .synsets.pixels import PixelSet
+from ..data.base import RealData
+from ..registry import Registry
+from ..runtime import make_generator, resolve_device
+from ..synsets import check_ipc
+from ..synsets.pixels import PixelSet
 
 #: name -> select(features [n, d] or None, n_pick, generator) -> indices into the class
 CORESETS: Registry = Registry("coreset")
@@ -81,7 +81,7 @@ def select_coreset(real: RealData, ipc: int, method: str = "random", *, seed: in
     gen = make_generator(seed)
     net = None
     if method in NEEDS_FEATURES:
-        from .reference import full_data_model
+        from ..evaluation.reference import full_data_model
         if log:
             log(f"{method}: features from a {model} trained on the full training split (cached)")
         net, _ = full_data_model(real, model, device=dev, settings=feature_settings)

@@ -1,0 +1,99 @@
+"""What every modality's evaluation shares: the protocol record, the report, the statistics."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    name: str
+    epochs: int
+    num_models: int
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    decay_at: float = 0.5
+    dsa: bool = True
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    use_learned_lr: bool = True  # a summary's learned step size (MTT/TESLA) replaces ``lr``
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    # DC/DSA/DM papers: SGD momentum 0.9, wd 5e-4, lr 0.01 x0.1 at half, batch 256,
+    # 1000 epochs with DSA, 20 models.
+    "paper": Protocol("paper", epochs=1000, num_models=20),
+    # CPU reduction: same optimizer and augmentation, fewer epochs and models.
+    "fast": Protocol("fast", epochs=300, num_models=3),
+    # for tests and smoke runs only
+    "smoke": Protocol("smoke", epochs=20, num_models=1),
+}
+
+#: Published full-data test accuracy (%) of the field's networks (DC/DM papers' tables).
+PUBLISHED_FULL = {
+    ("fashion-mnist", "convnet"): 93.5, ("mnist", "convnet"): 99.6,
+    ("cifar10", "convnet"): 84.8, ("cifar100", "convnet"): 56.2,
+}
+
+
+@dataclasses.dataclass
+class EvalReport:
+    protocol: dict[str, Any]
+    summary: dict[str, Any]
+    results: dict[str, dict[str, Any]]
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: how it ran (resolved ``RunOptions``: device, precision, kernels ...), never what
+    run: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def table(self) -> str:
+        lines = [f"protocol: {self.protocol['name']} ({self.protocol['epochs']} epochs, "
+                 f"{self.protocol['num_models']} models, lr {self.protocol['lr']}"
+                 + (", DSA" if self.protocol["dsa"] else "") + ")"
+                 + ("" if not self.overrides else f"  overrides: {self.overrides}"),
+                 f"summary: {self.summary.get('method', '?')} on {self.summary['dataset']}, "
+                 f"{self.summary['ipc']:g} per class, {self.summary['stored_bytes']} stored bytes",
+                 f"{'model':<14}{'accuracy %':>16}{'% of full':>12}{'full %':>9}{'published full':>16}"]
+        for m, r in self.results.items():
+            pct = f"{r['pct_of_full']:.1f}" if r.get("pct_of_full") is not None else "-"
+            full = f"{r['full_acc']:.1f}" if r.get("full_acc") is not None else "-"
+            pub = f"{r['published_full']:.1f}" if r.get("published_full") is not None else "-"
+            lines.append(f"{m:<14}{r['mean']:>9.2f} ± {r['std']:<5.2f}{pct:>12}{full:>9}{pub:>16}")
+        return "\n".join(lines)
+
+
+def accuracy_stats(accs: Sequence[float]) -> dict[str, Any]:
+    """Accuracies of several fresh models -> {accs, mean, std (population)}; shared by every
+    modality's evaluator."""
+    accs = list(accs)
+    return {"accs": accs, "mean": statistics.fmean(accs),
+            "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0}
+
+
+def check_loss(losses: list[float], epoch: int, loss: float, model: str, lr: float) -> None:
+    """Record one epoch's training loss; a non-finite loss stops the evaluation (the network
+    diverged: its accuracy would be meaningless)."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"training {model} diverged: loss {loss} at epoch {epoch} (lr "
+                                 f"{lr:g}); use a smaller learning rate for this network")
+    losses.append(loss)
+
+
+def get_protocol(protocol: str | Protocol) -> Protocol:
+    if isinstance(protocol, Protocol):
+        return protocol
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[protocol]

@@ -1,0 +1,106 @@
+"""The evaluation protocol for image summaries.
+
+Trains K fresh models of each requested architecture on the summary and tests them on the real
+test split; mean ± std per architecture and, when asked, the percentage of a cached full-data
+model's accuracy. No choice is made on the test split: the final model after the fixed schedule
+is tested, never the best epoch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ..augment import DSA
+from ..data.base import RealData, Split
+from ..data.zca import ZCA
+from ..errors import DataFormatError
+from ..models import create_model
+from ..runtime import RunOptions, derive_seed, make_generator
+from ..synsets.base import SyntheticSet
+from ..train import accuracy, train_model
+from .base import PUBLISHED_FULL, EvalReport, Protocol, accuracy_stats, check_loss
+
+
+def matched_test_split(syn: SyntheticSet, real: RealData) -> Split:
+    """The real test split in the summary's input space (applies the summary's stored ZCA when
+    ``real`` was loaded without it); refuses summaries of another dataset shape."""
+    si, ri = syn.info, real.info
+    if tuple(si.shape) != tuple(ri.shape) or si.num_classes != ri.num_classes:
+        raise DataFormatError(f"summary is for {si.name} {tuple(si.shape)} with {si.num_classes} classes "
+                         f"but the data is {ri.name} {tuple(ri.shape)} with {ri.num_classes} classes")
+    if tuple(si.mean) != tuple(ri.mean) or tuple(si.std) != tuple(ri.std):
+        raise DataFormatError(f"summary normalization {si.mean}/{si.std} differs from the data's "
+                         f"{ri.mean}/{ri.std}; load the dataset the summary was made from")
+    if si.zca == ri.zca:
+        return real.test
+    if si.zca and not ri.zca:
+        if "zca_matrix" not in syn.preprocess:
+            raise DataFormatError("summary was distilled in ZCA space but carries no ZCA transform")
+        zca = ZCA.from_state(syn.preprocess, si.extra.get("zca_reg", 0.1))
+        return Split(zca(real.test.x), real.test.y)
+    raise DataFormatError("the data is ZCA-whitened but the summary is not; load it without --zca")
+
+
+def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] | None,
+                    protocol: Protocol, overrides: dict[str, Any], seed: int,
+                    full_reference: bool, on_model: Callable[[dict[str, Any]], None] | None,
+                    run: RunOptions) -> EvalReport:
+    """The field's protocol for image summaries: ``protocol.num_models`` fresh networks of each
+    architecture trained on the summary (SGD, DSA, lr step at ``decay_at``), tested on the real
+    test split; ``run`` is resolved (``perf.resolve``)."""
+    models = ("convnet",) if models is None else tuple(models)
+    proto = protocol
+    dev = torch.device(run.device)
+    test = matched_test_split(syn, real).to(dev)
+    with torch.no_grad():
+        x, y = (t.detach().to(dev) for t in syn.materialize())
+    lr = proto.lr
+    if proto.use_learned_lr and syn.lr is not None:
+        lr = float(syn.lr.detach())
+        overrides["lr"] = f"{lr:.6g} (the summary's learned step size)"
+    dsa = DSA.for_data(syn.info, proto.dsa_strategy) if proto.dsa else None
+    results: dict[str, dict[str, Any]] = {}
+    for mi, name in enumerate(models):
+        accs, first_last = [], []
+        for k in range(proto.num_models):
+            gen = make_generator(derive_seed(seed, mi, k))
+            net = create_model(name, syn.info, generator=gen, device=dev, fused=run.fused)
+            losses: list[float] = []
+            train_model(net, x, y, epochs=proto.epochs, generator=gen, lr=lr,
+                        momentum=proto.momentum, weight_decay=proto.weight_decay,
+                        batch_size=proto.batch_size, decay_at=proto.decay_at, dsa=dsa,
+                        label_format=syn.label_format, precision=run.precision,
+                        compile=run.compile,
+                        on_epoch=lambda ep, loss: check_loss(losses, ep, loss, name, lr))
+            acc = 100.0 * accuracy(net, test.x, test.y, precision=run.precision)
+            accs.append(acc)
+            if losses:  # (epochs=0 trains nothing: nothing to check)
+                first_last.append((losses[0], losses[-1]))
+            if losses and losses[-1] > 2.0 * losses[0]:
+                warnings.warn(f"{name} (model {k}) trained to a higher loss than it started from "
+                              f"({losses[0]:.4g} -> {losses[-1]:.4g}, peak {max(losses):.4g}) at lr "
+                              f"{lr:g}: the protocol's learning rate is too large for this network "
+                              f"(wide networks need it scaled down, ~1/width)", RuntimeWarning,
+                              stacklevel=2)
+            if on_model is not None:
+                on_model({"model": name, "index": k, "accuracy": acc})
+        r: dict[str, Any] = {**accuracy_stats(accs),
+                             "published_full": PUBLISHED_FULL.get((syn.info.name, name)),
+                             "train_loss_first_last": first_last}
+        if full_reference:
+            from .reference import full_data_accuracy
+            full = full_data_accuracy(real, name, device=dev, fused=run.fused)
+            r["full_acc"] = full["accuracy"]
+            r["full_settings"] = full["settings"]
+            r["pct_of_full"] = 100.0 * r["mean"] / full["accuracy"] if full["accuracy"] else math.nan
+        results[name] = r
+    summary = {"dataset": syn.info.name, "ipc": syn.ipc, "num_examples": syn.num_examples,
+               "stored_bytes": syn.stored_bytes(), "label_format": syn.label_format,
+               "method": syn.meta.get("method"), "iterations": syn.meta.get("iterations"),
+               "params": syn.meta.get("params")}
+    return EvalReport(dataclasses.asdict(proto), summary, results, overrides, run.to_dict())
