@@ -57,3 +57,22 @@ def test_crop_output_flattens():
     a = DSA("crop")
     y = a.apply(torch.randn(5, 1, 28, 28), a.sample(None, g, (28, 28)))
     assert y.flatten(1).shape == (5, 784)
+
+
+def test_idc_mode_color_one_of_rest_cutout_every_call():
+    """IDC's DiffAug (mode ``idc``): flip and color on every call, then one transform picked
+    from the rest, then cutout on every call — for shared and per-example parameters alike."""
+    g = torch.Generator().manual_seed(0)
+    a = DSA("color_crop_cutout", mode="idc")
+    assert {a.sample(None, g, (8, 8)).ops for _ in range(20)} == {("color", "crop", "cutout")}
+    assert a.sample(4, g, (8, 8)).ops == ("color", "crop", "cutout")
+    full = DSA(mode="idc")
+    seen = {full.sample(None, g).ops for _ in range(200)}
+    assert seen == {("flip", "color", op, "cutout") for op in ("crop", "scale", "rotate")}
+    assert DSA("color_crop", mode="idc").sample(None, g).ops == ("color", "crop")
+    assert DSA("cutout", mode="idc").sample(None, g).ops == ("cutout",)
+    x = torch.randn(3, 1, 8, 8, requires_grad=True)
+    a.apply(x, a.sample(None, g, (8, 8))).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    with pytest.raises(ValueError, match="mode"):
+        DSA(mode="both")

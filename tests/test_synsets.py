@@ -73,3 +73,27 @@ def test_corrupted_and_incompatible_files(digits, tmp_path):
     (p / "summary.json").write_text("{not json")
     with pytest.raises(SummaryFormatError, match="corrupted"):
         load_summary(p)
+
+
+def test_multiformation_pads_with_half_in_pixels(digits):
+    """A factor that does not divide the size pads the stored image at the bottom/right with 0.5
+    in [0, 1] pixels, as IDC's reference (``(0.5 - mean) / std`` in the normalized space); the
+    library padded with 0 (the mean) before the parity fix."""
+    from datadistill.synsets.multiformation import MultiFormationSet, decode_zoom, pad_value_for
+
+    info = digits.info  # 8x8: factor 3 pads 8 -> 9
+    syn = MultiFormationSet(info, ipc=1, factor=3)
+    pv = (0.5 - info.mean[0]) / info.std[0]
+    assert float(syn.pad_value[0]) == pytest.approx(pv)
+    x = torch.full((1, 1, 8, 8), 2.0)
+    dec = decode_zoom(x, 3, pad_value_for(info))
+    # the bottom-right cell is 2x2 of data (rows/cols 6-7) and a row/column of padding
+    small = torch.tensor([[2.0, 2.0, pv], [2.0, 2.0, pv], [pv, pv, pv]]).view(1, 1, 3, 3)
+    want = torch.nn.functional.interpolate(small, size=(8, 8), mode="bilinear", align_corners=False)
+    assert torch.allclose(dec[8], want[0], atol=1e-6)
+    assert torch.equal(dec[0], torch.full((1, 8, 8), 2.0))  # interior cells: no padding
+    assert torch.allclose(decode_zoom(x, 3)[8].min(), torch.tensor(0.0), atol=1e-6)  # default 0
+    with torch.no_grad():
+        syn.x.fill_(2.0)
+    assert torch.allclose(syn.materialize()[0][:9], dec, atol=1e-6)  # stored image 0's cells
+    assert torch.equal(decode_zoom(x, 2, pad_value_for(info)), decode_zoom(x, 2))  # divisible

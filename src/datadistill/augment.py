@@ -6,7 +6,9 @@ shared by the whole batch, as in the reference code's seeded mode) and apply the
 the real and the synthetic batch. With ``n`` given, each example gets its own parameters (used
 when training evaluation models). Published magnitudes: brightness 1.0, saturation 2.0,
 contrast 0.5, crop/pad 0.125, cutout 0.5, scale 1.2, rotate 15 degrees, flip p=0.5; mode
-``single`` picks one transform per call (reference ``aug_mode='S'``).
+``single`` picks one transform per call (reference ``aug_mode='S'``), ``multiple`` applies them
+all, ``idc`` is IDC's ``DiffAug``: flip and color on every call, then one transform picked from
+the rest, then cutout on every call (in that order).
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ from torch import Tensor
 
 OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+MODES = ("single", "multiple", "idc")
+#: mode ``idc``: the transforms applied on every call (IDC's DiffAug), before / after the pick
+IDC_ALWAYS_FIRST, IDC_ALWAYS_LAST = ("flip", "color"), ("cutout",)
 
 
 @dataclass
@@ -45,8 +50,8 @@ class DSA:
         bad = [o for o in self.ops if o not in OPS]
         if bad or not self.ops:
             raise ValueError(f"unknown DSA transforms {bad or [self.strategy]}; known: {', '.join(OPS)}")
-        if self.mode not in ("single", "multiple"):
-            raise ValueError(f"DSA mode must be 'single' or 'multiple', got {self.mode!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"DSA mode must be one of {', '.join(map(repr, MODES))}, got {self.mode!r}")
 
     @property
     def ops(self) -> tuple[str, ...]:
@@ -65,6 +70,13 @@ class DSA:
         ``size`` is the image size (crop and cutout offsets depend on it)."""
         if self.mode == "single":
             ops = (self.ops[int(torch.randint(len(self.ops), (1,), generator=generator))],)
+        elif self.mode == "idc":
+            # IDC's DiffAug: flip and color always, one of the rest, cutout always (that order)
+            fixed = IDC_ALWAYS_FIRST + IDC_ALWAYS_LAST
+            rest = [o for o in self.ops if o not in fixed]
+            pick = [rest[int(torch.randint(len(rest), (1,), generator=generator))]] if rest else []
+            ops = tuple([o for o in IDC_ALWAYS_FIRST if o in self.ops] + pick
+                        + [o for o in IDC_ALWAYS_LAST if o in self.ops])
         else:
             ops = self.ops
         m = 1 if n is None else n

@@ -9,21 +9,34 @@ the *real* data between matching steps (instead of on the summary as in DC):
 ``f`` is multi-formation (``synsets/multiformation.py``): each stored image decodes into
 ``factor**2`` upsampled cells. One outer iteration (``step``) = a fresh network and
 ``inner_loop`` rounds of: for every class, a real batch (``batch_real``) and at most
-``batch_syn_max`` decoded synthetic examples, one siamese ``color_crop_cutout`` augmentation of
-both, ``D`` over the convolution weights only (bias, norm and fc gradients skipped, as the
-reference's defaults) and one summary step *per class*; then the network trains one epoch on
-``n_data`` random real examples (SGD lr 0.01, momentum 0.9, wd 5e-4, batch ``batch_real``,
-per-example ``color_crop`` augmentation). The summary is clamped to the valid pixel range at
-the start of each outer iteration.
+``batch_syn_max`` decoded synthetic examples, one siamese augmentation of both in IDC's mode
+(``DSA(mode="idc")``: color, then one transform picked from the rest of ``dsa_strategy`` — crop
+for ``color_crop_cutout`` —, then cutout, on every call, parameters shared by the two batches),
+``D`` over the convolution weights only (bias, norm and fc gradients skipped, as the reference's
+defaults) and one summary step *per class*; then the network trains one epoch on ``n_data``
+random real examples (SGD lr 0.01, momentum 0.9, wd 5e-4, batch ``batch_real``, per-example
+``color_crop`` augmentation in the same mode: color and crop on every call). The summary is
+clamped to [0, 1] pixels at the start of each outer iteration.
 
-Published settings: factor 2, 2000 outer iterations x inner_loop 100, batch_real 64,
-batch_syn_max 128, summary SGD momentum 0.5 with lr_img scaled by ipc/10 (reference
-``tune_lr_img``); MNIST-like data (1 channel): lr_img 1e-4 with the ``l1`` metric, CIFAR-like:
-5e-3 with ``mse`` (``lr_data``/``metric`` None pick these by the data's channels). The summary
-starts from real images (``mix``: factor**2 downsampled real images tiled per stored image).
+The reference stores the summary in [0, 1] pixels and normalizes inside its augmentation, so its
+published lr_img is a step in pixel space. The library stores normalized pixels
+``x = (p - mean) / std``; with ``pixel_space=True`` (default) the summary's gradient is divided by
+``std**2`` per channel before the SGD step, which makes SGD with momentum in ``x`` exactly the
+reference's SGD in ``p`` (``pixel_space=False``: the step in normalized space, the library's
+behaviour before the parity fix — a std**2 larger effective step, ~8x on Fashion-MNIST).
+
+Published settings (reference ``argument.py --reproduce`` / ``misc/reproduce.py``): factor 2,
+2000 outer iterations x inner_loop 100, batch_real 64, batch_syn_max 128, summary SGD momentum
+0.5 with lr_img scaled by ipc/10 x (size/imsize_base)**2 (``tune_lr_img``: (28/32)**2 for
+Fashion-MNIST, whose base is 32; 1 for MNIST and 32x32 data; ``LR_SIZE_FACTOR``); MNIST-like data
+(1 channel): lr_img 1e-4 with the ``l1`` metric, CIFAR-like: 5e-3 with ``mse`` (``lr_data`` /
+``metric`` None pick these by the data's channels); ``n_data`` 2000 on CIFAR, 500 otherwise
+(None: by dataset). The summary starts from real images (``mix``: factor**2 downsampled real
+images tiled per stored image); the multi-formation padding is 0.5 in pixels.
 Preset ``idc-i``: factor 1 (IDC-I, no multi-formation). Left out: the reference trains the
 network with CutMix (p=0.5 for these datasets); we train it with DSA only (train.py has no
-CutMix) — documented in docs/gradient-matching.md.
+CutMix); for MNIST with factor > 1 the reference matches with ``color_crop`` (no cutout) — set
+``dsa_strategy="color_crop"`` there. Both documented in docs/gradient-matching.md.
 """
 from __future__ import annotations
 
@@ -43,6 +56,16 @@ from .dc import DC
 
 #: channels -> (lr_img, metric) as published (MNIST/Fashion-MNIST vs CIFAR/SVHN).
 PUBLISHED_LR_METRIC = {1: (1e-4, "l1"), 3: (5e-3, "mse")}
+#: dataset -> the image-size factor of the reference's ``tune_lr_img``, (size / imsize_base)**2:
+#: size 28 for both MNIST-likes but imsize_base 28 for 'mnist' only (32 for 'fashion').
+LR_SIZE_FACTOR = {"fashion-mnist": (28 / 32) ** 2}
+#: dataset prefix -> n_data (real examples per network update) of ``misc/reproduce.py``.
+PUBLISHED_N_DATA = {"cifar": 2000}
+DEFAULT_N_DATA = 500
+
+
+def published_n_data(name: str) -> int:
+    return next((v for k, v in PUBLISHED_N_DATA.items() if name.startswith(k)), DEFAULT_N_DATA)
 
 
 @DISTILLERS.register("idc")
@@ -66,7 +89,7 @@ class IDC(DC):
     factor: int = 2
     batch_real: int = 64
     batch_syn_max: int = 128
-    n_data: int = 500
+    n_data: int | None = None  # None: by dataset (2000 on CIFAR, else 500; PUBLISHED_N_DATA)
     lr_net: float = 0.01
     momentum_net: float = 0.9
     weight_decay_net: float = 5e-4
@@ -74,11 +97,12 @@ class IDC(DC):
     dsa: bool = True
     dsa_strategy: str = "color_crop_cutout"
     net_strategy: str = "color_crop"
+    pixel_space: bool = True  # summary SGD in [0, 1] pixels as the reference (False: normalized)
 
     def __post_init__(self):
         if self.factor < 1:
             raise ConfigError(f"factor must be >= 1, got {self.factor}")
-        if self.n_data < 0 or self.batch_syn_max < 1:
+        if (self.n_data is not None and self.n_data < 0) or self.batch_syn_max < 1:
             raise ConfigError("n_data must be >= 0 and batch_syn_max >= 1")
         super().__post_init__()
 
@@ -101,21 +125,33 @@ class IDC(DC):
     def make_optimizer(self, syn):
         lr = self.lr_data if self.lr_data is not None else self._published(syn.info)[0]
         stored_ipc = syn.config().get("ipc", syn.ipc)
-        return torch.optim.SGD(syn.data_parameters(), lr=lr * stored_ipc / 10, momentum=0.5)
+        # reference tune_lr_img: lr_img * ipc/10 * (size/imsize_base)^2
+        size = LR_SIZE_FACTOR.get(syn.info.name, 1.0)
+        return torch.optim.SGD(syn.data_parameters(), lr=lr * stored_ipc / 10 * size, momentum=0.5)
 
     def setup(self, real, syn):
         super().setup(real, syn)
         self.metric_ = self.metric if self.metric is not None else self._published(real.info)[1]
         self.outer_, self.inner_ = 1, self.inner_loop if self.inner_loop is not None else 100
-        self.train_dsa_ = Augment.for_data(real.info, self.net_strategy) if self.net_strategy else None
+        self.n_data_ = self.n_data if self.n_data is not None else published_n_data(real.info.name)
+        # IDC's DiffAug: color, one of the rest, cutout on every call (not one op per call)
+        self.dsa_ = Augment.for_data(real.info, self.dsa_strategy, mode="idc") if self.dsa else None
+        self.train_dsa_ = (Augment.for_data(real.info, self.net_strategy, mode="idc")
+                           if self.net_strategy else None)
         mean = torch.tensor(real.info.mean or (0.0,) * real.info.channels).view(1, -1, 1, 1)
         std = torch.tensor(real.info.std or (1.0,) * real.info.channels).view(1, -1, 1, 1)
         self.pixel_range_ = ((0 - mean) / std, (1 - mean) / std)
+        # the published lr_img is a step in [0, 1] pixels (the reference normalizes inside its
+        # augmentation): in normalized space that is the gradient divided by std^2 per channel
+        self.grad_scale_ = (1 / std ** 2).to(self.device_) if self.pixel_space else None
+
+    def extra_meta(self):
+        return {**super().extra_meta(), "n_data": self.n_data_}
 
     def train_network_on_real(self, net, opt, real) -> None:
-        if self.n_data == 0:
+        if self.n_data_ == 0:
             return
-        idx = torch.randperm(len(real.train), generator=self.gen_)[:self.n_data]
+        idx = torch.randperm(len(real.train), generator=self.gen_)[:self.n_data_]
         x, y = real.train.x[idx.to(real.train.x.device)], real.train.y[idx.to(real.train.y.device)]
         train_model(net, x.to(self.device_), y.to(self.device_), epochs=1, generator=self.gen_,
                     batch_size=self.batch_real, decay_at=None, dsa=self.train_dsa_,
@@ -140,6 +176,8 @@ class IDC(DC):
                 loss = gradient_distance(g_real, g_syn, self.metric_)
                 self.optimizer_.zero_grad(set_to_none=True)
                 loss.backward()
+                if self.grad_scale_ is not None:
+                    syn.x.grad.mul_(self.grad_scale_.to(syn.x.grad.dtype))
                 self.optimizer_.step()
                 total, n = total + float(loss.detach()), n + 1
             self.train_network_on_real(net, opt, real)
@@ -151,7 +189,7 @@ class IDC(DC):
         yr = torch.full((xr.shape[0],), c, device=dev, dtype=torch.long)
         sl = syn.class_slice(c)
         factor = getattr(syn, "factor", 1)  # plain pixel summaries work too (factor 1)
-        xs = decode_zoom(syn.x[sl], factor)
+        xs = decode_zoom(syn.x[sl], factor, getattr(syn, "pad_value", None))
         ys = (syn.labels if syn.y is None else syn.y)[sl].repeat_interleave(factor ** 2, dim=0)
         if xs.shape[0] > self.batch_syn_max:
             keep = torch.randperm(xs.shape[0], generator=self.gen_)[:self.batch_syn_max].to(dev)

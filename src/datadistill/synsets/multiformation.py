@@ -1,8 +1,9 @@
 """Multi-formation (Kim et al., IDC, ICML'22): each stored image holds ``factor**2`` examples.
 
 A stored image of the full size ``(C, H, W)`` is cut into a ``factor x factor`` grid of
-``ceil(H/factor) x ceil(W/factor)`` cells (zero-padded at the bottom/right when the size is not
-divisible, i.e. padded with the dataset mean in normalized space); each cell is upsampled
+``ceil(H/factor) x ceil(W/factor)`` cells (padded at the bottom/right when the size is not
+divisible, with 0.5 in [0, 1] pixels as the reference, i.e. ``(0.5 - mean) / std`` in the
+normalized space the summary is stored in); each cell is upsampled
 bilinearly back to ``(H, W)`` and is one training example with the label of its stored image.
 ``materialize()`` decodes (differentiably); the stored bytes are those of the stored tensor,
 so at the same stored ``ipc`` the summary holds ``factor**2`` times more examples than pixels.
@@ -19,17 +20,31 @@ from torch import Tensor, nn
 from .base import SYNSETS, SyntheticSet
 
 
-def decode_zoom(x: Tensor, factor: int) -> Tensor:
+def decode_zoom(x: Tensor, factor: int, pad_value: Tensor | None = None) -> Tensor:
     """[N, C, H, W] -> [N * factor**2, C, H, W]: the grid cells of each image, upsampled; the
-    cells of image ``i`` are rows ``i*factor**2 ... (i+1)*factor**2 - 1`` (row-major grid)."""
+    cells of image ``i`` are rows ``i*factor**2 ... (i+1)*factor**2 - 1`` (row-major grid).
+    ``pad_value`` [C]: the value of the bottom/right padding when ``factor`` does not divide the
+    size (the reference pads with 0.5 in [0, 1] pixels: ``pad_value_for``); default 0."""
     if factor == 1:
         return x
     n, c, h, w = x.shape
     sh, sw = math.ceil(h / factor), math.ceil(w / factor)
-    x = F.pad(x, (0, sw * factor - w, 0, sh * factor - h))
+    pad = (0, sw * factor - w, 0, sh * factor - h)
+    x = F.pad(x, pad)
+    if pad_value is not None and any(pad):
+        outside = 1 - F.pad(x.new_ones(1, 1, h, w), pad)
+        x = x + outside * pad_value.to(x).view(1, c, 1, 1)
     cells = x.reshape(n, c, factor, sh, factor, sw).permute(0, 2, 4, 1, 3, 5)
     cells = cells.reshape(n * factor * factor, c, sh, sw)
     return F.interpolate(cells, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def pad_value_for(info) -> Tensor:
+    """[C]: 0.5 in [0, 1] pixels (the reference's padding) in the data's normalized space."""
+    c = info.shape[0]
+    mean = torch.tensor(info.mean or (0.0,) * c, dtype=torch.float64)
+    std = torch.tensor(info.std or (1.0,) * c, dtype=torch.float64)
+    return (0.5 - mean) / std
 
 
 @torch.no_grad()
@@ -72,10 +87,15 @@ class MultiFormationSet(SyntheticSet):
     def config(self):
         return {"ipc": self.stored_ipc, "factor": self.factor}
 
+    @property
+    def pad_value(self) -> Tensor:
+        """[C] float64: the padding of a non-divisible grid (0.5 in [0, 1] pixels), from info."""
+        return pad_value_for(self.info)
+
     def materialize(self) -> tuple[Tensor, Tensor]:
         rep = self.factor ** 2
         y = self.labels if self.y is None else self.y
-        return decode_zoom(self.x, self.factor), y.repeat_interleave(rep, dim=0)
+        return decode_zoom(self.x, self.factor, self.pad_value), y.repeat_interleave(rep, dim=0)
 
     @property
     def class_ids(self) -> Tensor:
