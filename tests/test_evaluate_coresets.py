@@ -79,6 +79,60 @@ def test_paper_protocol_is_the_fields():
         (1000, 20, 0.01, 0.9, 5e-4, 256, True)
 
 
+def test_evaluation_schedule_is_evaluate_synsets():
+    """The protocols train as DatasetCondensation's evaluate_synset (parity fixture in
+    tests/test_parity_dc_dm.py): epochs + 1 passes, and after pass epochs // 2 + 1 a NEW SGD at
+    lr x0.1 (momentum restarts). The library's former schedule (epochs passes, lr x0.1 at half,
+    momentum kept) is the named option schedule="fraction"; the report records the schedule."""
+    from datadistill.train import train_model
+    assert all(PROTOCOLS[p].schedule == "reference" for p in ("paper", "fast", "smoke"))
+    with pytest.raises(ValueError, match="schedule"):
+        Protocol("x", epochs=1, num_models=1, schedule="cosine")
+    x, y = torch.randn(12, 3), torch.arange(12) % 3
+    for schedule, passes, new_opt_after in (("reference", 5, 3), ("fraction", 4, None)):
+        made, epochs_seen = [], []
+        sgd = torch.optim.SGD
+
+        class Spy(sgd):
+            def __init__(self, params, lr, **kw):
+                made.append((len(epochs_seen), lr, kw.get("momentum")))
+                super().__init__(params, lr, **kw)
+        torch.optim.SGD = Spy
+        try:
+            net = torch.nn.Linear(3, 3)
+            train_model(net, x, y, epochs=4, generator=torch.Generator().manual_seed(0),
+                        batch_size=4, schedule=schedule, on_epoch=lambda ep, l: epochs_seen.append(ep))
+        finally:
+            torch.optim.SGD = sgd
+        assert len(epochs_seen) == passes
+        if new_opt_after is None:
+            assert made == [(0, 0.01, 0.9)]
+        else:  # built after pass index epochs // 2 + 1 = 3 has run (4 passes seen)
+            assert made == [(0, 0.01, 0.9), (new_opt_after + 1, pytest.approx(0.001), 0.9)]
+
+
+def test_full_reference_states_its_settings(digits):
+    """The full-data reference behind "% of full" states its preset, epochs, augmentation and
+    schedule; ``converged`` (what full_reference=True asks for) is the field's evaluate_synset
+    training on the full data for 300 epochs, ``quick`` the former 20-epoch stand-in (same cache
+    key as before). Trained here only as a 1-epoch case."""
+    from datadistill.evaluation import reference as ref
+    assert ref.DEFAULT_FULL_REFERENCE == "converged"
+    conv = ref.resolve_settings("converged")[1]
+    assert (conv["epochs"], conv["dsa"], conv["schedule"]) == (300, False, "reference")
+    assert ref.resolve_settings("converged-dsa")[1]["dsa"] is True
+    assert ref.resolve_settings(None) == ("quick", ref.FULL_SETTINGS)
+    with pytest.raises(ValueError, match="unknown full-data reference"):
+        ref.resolve_settings("best")
+    syn = init_from(digits, 2, generator=torch.Generator().manual_seed(0))
+    rep = evaluate(syn, digits, models=("mlp",), protocol=TINY, num_models=1,
+                   full_reference={"preset": "converged", "epochs": 1})
+    fs = rep.results["mlp"]["full_settings"]
+    assert (fs["epochs"], fs["augmentation"], fs["schedule"]) == (1, "none", "reference")
+    assert rep.results["mlp"]["full_acc"] > 0 and "full: custom: 1 epochs" in rep.table()
+    assert rep.protocol["schedule"] == "reference"
+
+
 def test_selection_rules():
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(200, 5, generator=g)
@@ -110,6 +164,7 @@ def test_coreset_summaries(digits, method, shared_cache, monkeypatch):
         assert all(int(digits.train.y[i]) == c for i in picked)
 
 
+@pytest.mark.slow  # (compiles or trains for 10+ s)
 def test_compiled_training_is_the_same_math(digits):
     """``compile=True`` fuses the training step but trains the same model: after a few epochs
     the parameters match eager training to float tolerance; the override is recorded."""

@@ -28,6 +28,7 @@ from datadistill.augment import DSA, AugParams
 from datadistill.data.base import DataInfo, RealData, Split
 from datadistill.distillers import create_distiller
 from datadistill.models import create_model
+from datadistill.runtime import RunOptions
 from datadistill.synsets import SYNSETS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parity"
@@ -44,6 +45,10 @@ EVAL_ATOL = 1e-6        # evaluation network weights after training
 
 
 # -- glue to the library ------------------------------------------------------------------------
+#: how the library runs here: CPU, the reference path (no fused kernels, nothing compiled)
+RUN = RunOptions(device="cpu", fused=False, compile=False)
+
+
 def load(name: str) -> dict[str, np.ndarray]:
     with np.load(FIXTURES / f"{name}.npz") as f:
         return dict(f)
@@ -158,10 +163,14 @@ def record_matching_losses(distiller):
     return losses
 
 
-def patch_model_factory(monkeypatch, module, build):
+def patch_model_factory(monkeypatch, module, build, distiller=None):
     """Make ``module``'s ``create_model`` build ``build()`` (the module of a class or function,
-    wherever the refactor puts it)."""
-    monkeypatch.setattr(module, "create_model", lambda *a, **k: build())
+    wherever the refactor puts it) and, given a distiller, its ``make_model`` too (methods build
+    their networks through ``Distiller.make_model``)."""
+    if hasattr(module, "create_model"):
+        monkeypatch.setattr(module, "create_model", lambda *a, **k: build())
+    if distiller is not None:
+        monkeypatch.setattr(distiller, "make_model", lambda *a, **k: build(), raising=False)
 
 
 def module_of(obj):
@@ -199,7 +208,8 @@ def run_gradient_matching(d, prefix: str, method: str, norm: str, dsa_draws: boo
     # the reference's settings for this case: lr_img 0.1 (momentum 0.5), lr_net 0.01, metric
     # 'ours', batch_real = the class size, outer_loop 2 / inner_loop 1
     dist = create_distiller(method, batch_real=8, outer_loop=2, inner_loop=1, lr_data=0.1,
-                            lr_net=0.01, metric="ours", device="cpu")
+                            lr_net=0.01, metric="ours")
+    dist.use_run(RUN)
     dist.setup(real, syn)
     dist.fresh_network = lambda real: net.train()
     if dsa_draws:
@@ -270,10 +280,11 @@ def run_dm(monkeypatch, d, prefix: str, norm: str):
     x, y = tensor(d, "real_x"), tensor(d, "real_y")
     real = real_data(x, y)
     syn = pixel_summary(tensor(d, f"{prefix}x_init"))
-    dm = create_distiller("dm", batch_real=8, lr_data=1.0, device="cpu")
+    dm = create_distiller("dm", batch_real=8, lr_data=1.0)
+    dm.use_run(RUN)
     mod = module_of(type(dm))
     states = iter([state_dict(d, f"{prefix}net{i}.") for i in range(2)])
-    patch_model_factory(monkeypatch, mod, lambda: convnet(norm))
+    patch_model_factory(monkeypatch, mod, lambda: convnet(norm), distiller=dm)
     # each iteration's "fresh random network" is the reference's network of that iteration
     monkeypatch.setattr(mod, "init_parameters",
                         lambda net, gen: net.load_state_dict(next(states), strict=False))
@@ -308,7 +319,7 @@ def test_dm_batchnorm_matches_reference(monkeypatch):
 def test_evaluation_matches_reference(monkeypatch):
     """The ``paper`` protocol's training (DSA off, ``epoch_eval_train`` epochs) from the same
     initial weights on the same summary gives evaluate_synset's final weights and test accuracy."""
-    import datadistill.evaluate as ev_mod
+    import datadistill.evaluation as ev_mod
 
     d = load("evaluate")
     xs, ys = tensor(d, "syn_x"), tensor(d, "syn_y")
@@ -320,10 +331,11 @@ def test_evaluation_matches_reference(monkeypatch):
         held["net"] = convnet("instancenorm", state_dict(d, "net0."))
         return held["net"]
 
-    patch_model_factory(monkeypatch, module_of(ev_mod.evaluate), build)
+    # the image evaluator's module (``evaluate`` dispatches by modality)
+    patch_model_factory(monkeypatch, module_of(ev_mod.evaluator("image")), build)
     proto = dataclasses.replace(ev_mod.get_protocol("paper"), epochs=int(d["epoch_eval_train"]),
                                 num_models=1, dsa=False)
-    rep = ev_mod.evaluate(syn, real, models=("convnet",), protocol=proto, device="cpu")
+    rep = ev_mod.evaluate(syn, real, models=("convnet",), protocol=proto, run=RUN)
     for name, v in state_dict(d, "final.").items():
         e = float((held["net"].state_dict()[name] - v).abs().max())
         assert e < EVAL_ATOL, f"trained weight {name} differs from evaluate_synset's by {e:.3g}"

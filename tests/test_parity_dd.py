@@ -29,7 +29,7 @@ from torch import nn
 
 from datadistill.data.base import DataInfo, RealData, Split
 from datadistill.distillers import create_distiller
-from datadistill.distillers.base import ConfigError
+from datadistill.errors import ConfigError
 from datadistill.models import MODELS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "parity" / "dd.npz"

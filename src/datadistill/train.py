@@ -28,19 +28,36 @@ def label_loss(out: Tensor, y: Tensor, label_format: str = "hard") -> Tensor:
     raise ValueError(f"unknown label format {label_format!r}")
 
 
+#: ``train_model`` schedules: how the epochs and the lr step are laid out.
+SCHEDULES = ("fraction", "reference")
+
+
 def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generator: torch.Generator,
                 lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4,
                 batch_size: int = 256, decay_at: float | None = 0.5, dsa: DSA | None = None,
                 label_format: str = "hard", precision: str = "fp32",
                 on_epoch: Callable[[int, float], None] | None = None,
-                optimizer: torch.optim.Optimizer | None = None, compile: bool = False) -> nn.Module:
-    """SGD with momentum on ``(x, y)`` for ``epochs`` epochs, lr x0.1 after ``decay_at`` of them
-    (the field's evaluation schedule), shuffled mini-batches from ``generator``; per-example DSA
-    when given. ``optimizer`` continues an existing optimizer of ``model`` (its state, e.g.
-    momentum, carries over between calls; ``lr``/``momentum``/``weight_decay`` are then unused).
+                optimizer: torch.optim.Optimizer | None = None, compile: bool = False,
+                schedule: str = "fraction") -> nn.Module:
+    """SGD with momentum on ``(x, y)``, lr x0.1 at ``decay_at`` of the epochs, shuffled
+    mini-batches from ``generator``; per-example DSA when given.
+
+    ``schedule`` lays out the passes:
+
+    - ``"fraction"`` (the inner loops of methods, the full-data reference): ``epochs`` passes; the
+      lr drops to ``lr * 0.1`` at the start of pass ``int(epochs * decay_at)``, momentum kept.
+    - ``"reference"`` (the field's evaluator, DatasetCondensation's ``evaluate_synset``, exactly):
+      ``epochs + 1`` passes; after pass ``int(epochs * decay_at) + 1`` (``Epoch // 2 + 1`` there)
+      a NEW SGD optimizer with ``lr * 0.1`` replaces the old one, so the momentum buffer restarts.
+
+    ``optimizer`` continues an existing optimizer of ``model`` (its state, e.g. momentum, carries
+    over between calls; ``lr``/``momentum``/``weight_decay`` are then unused, except that the
+    ``reference`` schedule's new optimizer takes the given optimizer's momentum and weight decay).
     ``compile`` runs the forward and backward through ``torch.compile`` (the same math: the norm,
     activation and pooling passes are fused; on CPU about 1.3-1.5x faster per step for the field's
     ConvNet, after a one-off compilation of ~10 s). Returns the trained model (in eval mode)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
     x, y = x.detach(), y.detach()
     if x.shape[0] == 0:
         raise ValueError("cannot train on an empty set")
@@ -48,14 +65,23 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generato
         raise ValueError("training data contains NaN or inf")
     opt = optimizer if optimizer is not None else torch.optim.SGD(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    decay_epoch = int(epochs * decay_at) if decay_at else None
+    passes, decay_epoch = epochs, (int(epochs * decay_at) if decay_at else None)
+    if schedule == "reference" and epochs > 0:
+        # evaluate_synset: for ep in range(Epoch + 1): train; if ep in [Epoch // 2 + 1]: new SGD
+        passes = epochs + 1
+        decay_epoch = int(epochs * decay_at) + 2 if decay_at else None
     n, dev = x.shape[0], x.device
     model.train()
     fwd = torch.compile(model, dynamic=False) if compile else model
-    for ep in range(epochs):
+    for ep in range(passes):
         if ep == decay_epoch:
-            for g in opt.param_groups:
-                g["lr"] = lr * 0.1
+            if schedule == "reference":  # a new optimizer: the momentum buffer restarts
+                g0 = opt.param_groups[0]
+                opt = torch.optim.SGD(model.parameters(), lr=lr * 0.1, momentum=g0["momentum"],
+                                      weight_decay=g0["weight_decay"])
+            else:
+                for g in opt.param_groups:
+                    g["lr"] = lr * 0.1
         perm = torch.randperm(n, generator=generator).to(dev)
         total = 0.0
         for i in range(0, n, batch_size):

@@ -11,8 +11,10 @@ and on the synthetic examples of class ``c`` (differentiable, second order); the
 ``D`` updates the summary by one SGD step; then the network trains ``inner_loop`` epochs on the
 (detached) summary. ``D`` is ``objectives.gradient_distance``: ``ours`` (the published layer-wise
 sum over output channels of 1 - cos, biases and norm parameters skipped), ``mse`` or ``cos``.
-With batch norm the statistics are frozen from a real batch (``bn_batch`` per class) before
-each matching step.
+With batch norm the statistics are frozen before each matching step as the reference does: one
+train-mode forward of a real batch (``bn_batch`` = 16 per class), i.e. one momentum-0.1
+running-average update of what the layers hold, then eval mode (``bn_stats="batch"``: exactly
+the batch's statistics instead, an opt-in deviation).
 
 Published defaults (reference code): 1000 iterations; summary SGD lr 0.1, momentum 0.5;
 network SGD lr 0.01 (no momentum, no weight decay), batch_train 256; batch_real 256 per class;
@@ -55,13 +57,20 @@ def loops_for_ipc(ipc: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def freeze_batchnorm(net: nn.Module, x: Tensor) -> None:
-    """Set every BN layer's statistics to those of the real batch ``x`` and put it in eval mode."""
+def freeze_batchnorm(net: nn.Module, x: Tensor, exact: bool = False) -> None:
+    """Freeze every BN layer from the real batch ``x`` and put it in eval mode.
+
+    As the reference (``main.py``: ``net.train(); net(img_real)``, then ``module.eval()`` on the
+    BN layers): one train-mode forward, i.e. one running-average update with the layer's own
+    momentum (0.1) of the statistics the network already holds (0/1 when fresh, then whatever
+    the inner training left). ``exact=True`` (the option ``bn_stats="batch"``) sets them to
+    exactly the batch's statistics instead (a cumulative average over one batch)."""
     bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average: one batch -> exactly its statistics
+    if exact:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: one batch -> exactly its statistics
     net.train()
     net(x)
     for m, mom in zip(bns, saved):
@@ -92,11 +101,16 @@ class DC(ImageDistiller):
     outer_loop: int | None = None  # None: by IPC (``loops_for_ipc``)
     inner_loop: int | None = None
     bn_batch: int = 16  # real images per class that set the frozen BN statistics
+    #: "momentum": one momentum-0.1 running-average update from that batch (the reference);
+    #: "batch": exactly the batch's statistics (a deliberate deviation, opt-in)
+    bn_stats: str = "momentum"
 
     def __post_init__(self):
         super().__post_init__()
         if self.metric not in self.metrics():
             raise ConfigError(f"unknown metric {self.metric!r}; known: {', '.join(self.metrics())}")
+        if self.bn_stats not in ("momentum", "batch"):
+            raise ConfigError(f"bn_stats must be 'momentum' or 'batch', got {self.bn_stats!r}")
         for k in ("outer_loop", "inner_loop"):
             v = getattr(self, k)
             if v is not None and v < (1 if k == "outer_loop" else 0):
@@ -245,7 +259,7 @@ class DC(ImageDistiller):
             if bn:
                 xb = torch.cat([real.sample_class(c, self.bn_batch, self.gen_)
                                 for c in range(real.info.num_classes)]).to(self.device_)
-                freeze_batchnorm(net, xb)
+                freeze_batchnorm(net, xb, exact=self.bn_stats == "batch")
             loss = self.matching_loss(net, real, syn)
             self.optimizer_.zero_grad(set_to_none=True)
             loss.backward()

@@ -39,14 +39,16 @@ def evaluator(modality: str) -> Callable[..., EvalReport]:
 
 def evaluate(syn: SyntheticSet, real, *, models: Sequence[str] | None = None,
              protocol: str | Protocol = "fast", num_models: int | None = None, seed: int = 0,
-             full_reference: bool = False,
+             full_reference: bool | str | dict = False,
              on_model: Callable[[dict[str, Any]], None] | None = None,
              run: RunOptions | None = None) -> EvalReport:
     """Train ``num_models`` fresh models per architecture on ``syn``; test on ``real.test``.
 
     ``protocol`` is a name (``paper``, ``fast``, ``smoke``; each modality has its own table) or an
     image ``Protocol``; ``num_models`` overrides its model count (recorded in ``overrides``). With
-    ``full_reference`` the cached full-data accuracy of each architecture is reported beside.
+    ``full_reference`` the cached full-data accuracy of each architecture is reported beside
+    (images: True = the converged reference; or a preset name of
+    ``evaluation.reference.FULL_PRESETS``; its epochs and augmentation are recorded).
     ``run`` says how fast (device, precision, fused kernels, compile; default auto).
     """
     modality = syn.info.modality

@@ -48,11 +48,17 @@ def matched_test_split(syn: SyntheticSet, real: RealData) -> Split:
 
 def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] | None,
                     protocol: Protocol, overrides: dict[str, Any], seed: int,
-                    full_reference: bool, on_model: Callable[[dict[str, Any]], None] | None,
+                    full_reference: bool | str | dict, on_model: Callable[[dict[str, Any]], None] | None,
                     run: RunOptions) -> EvalReport:
     """The field's protocol for image summaries: ``protocol.num_models`` fresh networks of each
-    architecture trained on the summary (SGD, DSA, lr step at ``decay_at``), tested on the real
-    test split; ``run`` is resolved (``perf.resolve``)."""
+    architecture trained on the summary (SGD, DSA, lr step at ``decay_at``, laid out by
+    ``protocol.schedule``: by default DatasetCondensation's ``evaluate_synset`` exactly), tested
+    on the real test split; ``run`` is resolved (``perf.resolve``).
+
+    ``full_reference``: False, True (the field's converged full-data reference,
+    ``reference.DEFAULT_FULL_REFERENCE``), a preset name of ``reference.FULL_PRESETS``
+    (``converged``, ``converged-dsa``, ``quick``) or a settings dict; each result then records
+    the reference's accuracy and its settings (epochs, augmentation, schedule)."""
     models = ("convnet",) if models is None else tuple(models)
     proto = protocol
     dev = torch.device(run.device)
@@ -75,7 +81,7 @@ def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] 
                         momentum=proto.momentum, weight_decay=proto.weight_decay,
                         batch_size=proto.batch_size, decay_at=proto.decay_at, dsa=dsa,
                         label_format=syn.label_format, precision=run.precision,
-                        compile=run.compile,
+                        compile=run.compile, schedule=proto.schedule,
                         on_epoch=lambda ep, loss: check_loss(losses, ep, loss, name, lr))
             acc = 100.0 * accuracy(net, test.x, test.y, precision=run.precision)
             accs.append(acc)
@@ -92,9 +98,10 @@ def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] 
         r: dict[str, Any] = {**accuracy_stats(accs),
                              "published_full": PUBLISHED_FULL.get((syn.info.name, name)),
                              "train_loss_first_last": first_last}
-        if full_reference:
-            from .reference import full_data_accuracy
-            full = full_data_accuracy(real, name, device=dev, fused=run.fused)
+        if full_reference is not False and full_reference is not None:
+            from .reference import DEFAULT_FULL_REFERENCE, full_data_accuracy
+            which = DEFAULT_FULL_REFERENCE if full_reference is True else full_reference
+            full = full_data_accuracy(real, name, device=dev, fused=run.fused, settings=which)
             r["full_acc"] = full["accuracy"]
             r["full_settings"] = full["settings"]
             r["pct_of_full"] = 100.0 * r["mean"] / full["accuracy"] if full["accuracy"] else math.nan

@@ -78,15 +78,30 @@ def activation(name: str) -> nn.Module:
     return acts[name]()
 
 
+#: ``init_parameters`` schemes
+INIT_SCHEMES = ("default", "xavier")
+
+
 @torch.no_grad()
-def init_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
-    """PyTorch's default initialisation, drawn from ``generator`` (so runs are reproducible
-    without touching the global RNG). Norm layers get weight 1, bias 0."""
+def init_parameters(model: nn.Module, generator: torch.Generator,
+                    scheme: str = "default") -> nn.Module:
+    """Initialise ``model`` from ``generator`` (so runs are reproducible without touching the
+    global RNG). ``scheme``: ``"default"`` is PyTorch's default initialisation (kaiming-uniform
+    weights, uniform biases); ``"xavier"`` is xavier-normal weights (gain 1) and zero biases
+    (DD's reference ``init_weights``, ``--init xavier --init_param 1``). Norm layers get weight 1,
+    bias 0 either way."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {scheme!r}; known: {', '.join(INIT_SCHEMES)}")
     for m in model.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             # drawn on CPU in logical (contiguous) order, then copied: the same values on any
             # device and for channels-last weights
             w = torch.empty(m.weight.shape, dtype=m.weight.dtype)
+            if scheme == "xavier":
+                m.weight.copy_(nn.init.xavier_normal_(w, gain=1.0, generator=generator))
+                if m.bias is not None:
+                    m.bias.zero_()
+                continue
             m.weight.copy_(nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator))
             if m.bias is not None:
                 fan_in = m.weight[0].numel()
