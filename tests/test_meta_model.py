@@ -116,13 +116,15 @@ def brute_pool_kernels(x1, x2, depth, w_var=2.0, b_var=0.01):
 
     def relu(k, v1, v2):
         norm = torch.sqrt(v1[:, None, :, :, None, None] * v2[None, :, None, None]).clamp_min(1e-30)
-        rho = (k / norm).clamp(-1 + 1e-7, 1 - 1e-7)
+        rho = (k / norm).clamp(-1, 1)  # exact at rho = 1 (self-pairs), as the library
         t = torch.arccos(rho)
         return (norm * (torch.sqrt(1 - rho ** 2) + (math.pi - t) * rho) / (2 * math.pi),
                 (math.pi - t) / (2 * math.pi))
 
-    def pool(k):
+    def pool(k):  # 2x2 average pool with floor (neural-tangents' VALID AvgPool): crop to even
         n, m, h, w = k.shape[:4]
+        h2, w2 = h // 2 * 2, w // 2 * 2
+        k = k[:, :, :h2, :w2, :h2, :w2]
         return k.reshape(n, m, h // 2, 2, w // 2, 2, h // 2, 2, w // 2, 2).mean((3, 5, 7, 9))
 
     def cov(a, b):
@@ -143,7 +145,8 @@ def brute_pool_kernels(x1, x2, depth, w_var=2.0, b_var=0.01):
     return nngp, w_var * read(ntk) + nngp
 
 
-@pytest.mark.parametrize("depth,channels,size", [(1, 2, 8), (2, 1, 8), (3, 3, 8)])
+# odd sizes: floor pooling (28 -> 14 -> 7 -> 3 on 1-channel images with SAME padding)
+@pytest.mark.parametrize("depth,channels,size", [(1, 2, 8), (2, 1, 8), (3, 3, 8), (2, 1, 7), (3, 2, 11)])
 def test_pooled_conv_kernel_equals_full_covariance_brute_force(depth, channels, size):
     g = torch.Generator().manual_seed(depth)
     x1 = torch.randn(2, channels, size, size, generator=g, dtype=torch.float64)
@@ -243,8 +246,11 @@ def test_pooled_conv_kernel_errors_and_registry(digits):
         conv_pool_kernels(x, depth=0)
     with pytest.raises(ValueError, match="N, C, H, W"):
         conv_pool_kernels(x.flatten(1))
-    with pytest.raises(ValueError, match="divisible"):
-        conv_pool_kernels(torch.randn(2, 1, 12, 12), depth=3)  # 12 is not a multiple of 8
+    # odd sizes pool with floor (12 -> 6 -> 3 -> 1) since the parity fix (issue 16: the
+    # neural-tangents kernel on 28x28 gives 28 -> 14 -> 7 -> 3); only "no position left" fails
+    assert conv_pool_kernels(torch.randn(2, 1, 12, 12), depth=3)[1].shape == (2, 2)
+    with pytest.raises(ValueError, match="too small"):
+        conv_pool_kernels(torch.randn(2, 1, 6, 6), depth=3)  # 6 -> 3 -> 1 -> 0
     with pytest.raises(ValueError, match="chunk_pairs"):
         conv_pool_kernels(x, chunk_pairs=0)
     x3 = torch.randn(3, 1, 28, 28)
@@ -253,19 +259,22 @@ def test_pooled_conv_kernel_errors_and_registry(digits):
         k = make_kernel(name, info)
         out = k(x3, x3[:2])
         assert out.shape == (3, 2) and torch.isfinite(out).all()
-    assert torch.allclose(make_kernel("conv_pool_ntk", info)(x3[:1]),
-                          conv_pool_kernels(F.pad(x3[:1], (2,) * 4))[1])
+    # SAME first padding on 1-channel images too (issue 16 parity with neural-tangents; it was
+    # padding 3, 28 -> 32, as the finite ConvNet)
+    assert torch.allclose(make_kernel("conv_pool_ntk", info)(x3[:1]), conv_pool_kernels(x3[:1])[1])
 
 
 def test_random_features_approximate_the_conv_nngp(digits):
     x = digits.train.x[:8]
-    nngp, _ = conv_kernels(x, depth=3, first_padding=3)
+    # RFAD's random networks pad by 1 (also on 1-channel images) and have biases N(0, 0.1^2);
+    # the kernel includes the readout (2 Phi Phi^T + 0.01) since the parity fix (issue 16)
+    nngp, _ = conv_kernels(x, depth=3, first_padding=1)
     errs = []
-    for m in (1, 16):
+    for m in (1, 64):  # (16 models: ~0.1-0.2 Monte-Carlo error with the N(0, 0.1^2) biases)
         # the exact kernel has a flatten readout: random ConvNets without pooling or norm
         rf = RandomFeatureNNGP(digits.info, n_models=m, model="convnet", width=32, norm="none",
                                pool="none", generator=torch.Generator().manual_seed(0))
-        k = rf(x) * 2.0  # embed features omit the readout's w_var = 2
+        k = rf(x)
         errs.append(rel_err(k, nngp))
     assert errs[1] < errs[0] and errs[1] < 0.05, errs
 
@@ -317,7 +326,8 @@ def test_kip_learns_and_respects_label_flag(digits):
     d.distill(digits, syn, [seen.append])
     assert torch.equal(syn.y, y0)  # labels fixed
     assert seen[-1]["loss"] < 0.8 * seen[0]["loss"]
-    d = create_distiller("kip", **kw)
+    # labels are fixed by default since the parity fix (the notebook's LEARN_LABELS = False)
+    d = create_distiller("kip", learn_labels=True, **kw)
     syn = d.init_synset(digits, ipc=1)
     d.distill(digits, syn)
     assert not torch.equal(syn.y, y0)
@@ -386,10 +396,11 @@ def test_dd_checkpointed_unroll_gives_plain_bptt_gradients(digits):
                              checkpoint_every=ck, iterations=2, model="convnet_w32")
         syn = d.init_synset(digits, ipc=1)
         d.distill(digits, syn)
-        res.append((syn.x.detach().clone(), d.log_lrs_.detach().clone()))
+        res.append((syn.x.detach().clone(), d.raw_lrs_.detach().clone()))
+    # (step sizes are softplus(raw) as in the reference, no longer exp(log): issue 16, lead 3)
     assert torch.allclose(res[0][0], res[1][0], atol=1e-5)
     assert torch.allclose(res[0][1], res[1][1], atol=1e-6)
-    assert not torch.allclose(res[0][1], torch.full_like(res[0][1], math.log(0.02)))
+    assert not torch.allclose(res[0][1], torch.full_like(res[0][1], math.log(math.expm1(0.02))))
     assert len(syn.meta["dd_lrs"]) == 5
 
 
@@ -400,13 +411,51 @@ def test_dd_truncation_only_updates_last_step_sizes(digits):
                              model="convnet_w32", init_mode="fixed", checkpoint_every=ck)
         syn = d.init_synset(digits, ipc=1)
         d.distill(digits, syn)
-        res.append((syn.x.detach().clone(), d.log_lrs_.detach().clone()))
-    lrs = res[0][1]
-    assert torch.allclose(lrs[:3], torch.full((3,), math.log(0.02)))
-    assert (lrs[3:] - math.log(0.02)).abs().min() > 1e-3
+        res.append((syn.x.detach().clone(), d.raw_lrs_.detach().clone()))
+    lrs = res[0][1]  # raw step sizes: softplus(raw) = 0.02 initially (the reference's inverse)
+    assert torch.allclose(lrs[:3], torch.full((3,), math.log(math.expm1(0.02))))
+    assert (lrs[3:] - math.log(math.expm1(0.02))).abs().min() > 1e-3
     assert torch.allclose(res[0][0], res[1][0], atol=1e-5) and torch.allclose(lrs, res[1][1])
     with pytest.raises(ConfigError):
         create_distiller("dd", init_mode="zeros")
+
+
+def test_dd_published_schedule_groups_and_decay(digits, tmp_path):
+    """DD's reference layout: inner step t trains on image group t mod G (one image per class
+    per group), unroll = G x distill_epochs, outer lr halved every lr_decay_every steps, kept
+    across a resume; LinBa's preset keeps every step on the whole summary and no decay."""
+    from datadistill.distillers.dd import published_iterations
+    assert published_iterations(60000) == 23600 == create_distiller("dd").iterations
+    assert published_iterations(50000) == 19600
+    d = create_distiller("dd", "tiny", unroll=None, iterations=3, lr_decay_every=2,
+                         model="convnet_w32")
+    syn = d.init_synset(digits, ipc=2)
+    seen = []
+    d.distill(digits, syn, [seen.append])
+    assert d.unroll_ == 2 * 3 and len(d.groups_) == 2
+    assert [syn.class_ids[g].tolist() for g in d.groups_] == [list(range(10))] * 2
+    assert [round(e["outer_lr"], 8) for e in seen] == [0.01, 0.01, 0.005]
+    stopped = create_distiller("dd", "tiny", unroll=None, iterations=3, lr_decay_every=2,
+                               model="convnet_w32")
+    syn2 = stopped.init_synset(digits, ipc=2)
+
+    def stop(ev):
+        if ev["iteration"] == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        stopped.distill(digits, syn2, [stop], workdir=tmp_path)
+    resumed = create_distiller("dd", "tiny", unroll=None, iterations=3, lr_decay_every=2,
+                               model="convnet_w32")
+    syn3 = resumed.init_synset(digits, ipc=2)
+    rest = []
+    resumed.distill(digits, syn3, [rest.append], workdir=tmp_path, resume=True)
+    assert [round(e["outer_lr"], 8) for e in rest] == [0.005]
+    assert torch.allclose(syn3.x, syn.x, atol=1e-6)
+    lb = create_distiller("dd", "linba")
+    assert (lb.images_per_step, lb.net_init, lb.lr_decay_every) == (None, "default", None)
+    with pytest.raises(ConfigError, match="images_per_step"):
+        bad = create_distiller("dd", "tiny", images_per_step=2)
+        bad.setup(digits, bad.init_synset(digits, ipc=3))
 
 
 def test_rfad_learns_platt_temperature(digits):
@@ -422,7 +471,9 @@ def test_frepo_pool_resets_and_resume_is_exact(digits, tmp_path):
     syn = d.init_synset(digits, ipc=1)
     assert torch.allclose(syn.y.sum(1), torch.zeros(10), atol=1e-6)  # centred one-hot targets
     d.distill(digits, syn)
-    assert max(d.steps_) < d.max_online_updates
+    # the reference trains a drawn model while its count is <= max_online_updates (so up to
+    # max + 1 updates) and re-initialises it at the next draw (issue 16 parity fix; was "< max")
+    assert max(d.steps_) <= d.max_online_updates + 1
     full = syn.x.detach().clone()
     d2 = create_distiller("frepo", "tiny", iterations=6)
     syn2 = d2.init_synset(digits, ipc=1)

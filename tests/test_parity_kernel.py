@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from datadistill.data.base import DataInfo, RealData, Split
 from datadistill.distillers import create_distiller
-from datadistill.kernel_eval import make_kernel
+from datadistill.kernels import make_kernel
 from datadistill.models import create_model
 
 pytestmark = pytest.mark.parity
@@ -136,7 +136,7 @@ def rfad_weights(r, case: str, it: int, n_models: int = 2):
 
 def injected_rf(weights_per_call):
     """A RandomFeatureNNGP factory that, call after call, loads the fixture's network weights."""
-    from datadistill.kernels_conv import RandomFeatureNNGP
+    from datadistill.kernels.conv import RandomFeatureNNGP
 
     calls = iter(weights_per_call)
 
@@ -152,7 +152,7 @@ def test_rfad_random_networks_are_initialised_as_the_reference():
     """RFAD's ConvNet_wide (k=2 x 128 = 256 channels, 'same' padding 1 also on 28x28x1, weights
     N(0, 2/fan_in), biases N(0, 0.1^2)) at the default RFAD settings, 28x28x1."""
     from datadistill.distillers.rfad import RFAD
-    from datadistill.kernels_conv import RandomFeatureNNGP
+    from datadistill.kernels.conv import RandomFeatureNNGP
 
     r = fixture("rfad")
     rf = RandomFeatureNNGP(info_for((1, 28, 28), 10), n_models=1, model=RFAD.rf_model, width=RFAD.rf_width,
@@ -191,12 +191,15 @@ def test_rfad_platt_loss_gradient_and_steps(case, monkeypatch):
     d, syn = distiller_with_summary("rfad", real, r[f"{case}_x_init"], r[f"{case}_y_init"], n_models=2, rf_width=8,
                                     reg=5e-3, platt_init=1.0, center_labels=True, lr_data=1e-3)
     m = d.step(real, syn)
+    # glue: the raw support images X_s (what the optimizer steps) are RFAD's state; the
+    # summary ``syn.x`` holds X_s T, what the next iteration sees (and the reference saves)
+    x_raw = d.image_parameter(syn)
     close(m["loss"], r[f"{p}0_loss"], rtol=1e-4, what="Platt loss, step 1")
     gx, gy = r[f"{p}0_grad_x"], r[f"{p}0_grad_y"]
-    close(syn.x.grad, gx, rtol=1e-3, atol=1e-3 * np.abs(gx).max(), what="dL/dX_s")
+    close(x_raw.grad, gx, rtol=1e-3, atol=1e-3 * np.abs(gx).max(), what="dL/dX_s")
     close(syn.y.grad, gy, rtol=1e-3, atol=1e-3 * np.abs(gy).max(), what="dL/dY_s")
     close(d.log_tau_.grad, r[f"{p}0_grad_k"], rtol=1e-3, what="dL/dlog(temperature)")
-    close(syn.x, r[f"{p}0_x_after"], rtol=0, atol=1e-6, what="X_s after one step")
+    close(x_raw, r[f"{p}0_x_after"], rtol=0, atol=1e-6, what="X_s after one step")
     close(syn.y, r[f"{p}0_y_after"], rtol=0, atol=1e-6, what="Y_s after one step")
     close(d.log_tau_, r[f"{p}0_k_after"], rtol=0, atol=1e-6, what="log temperature after one step")
     # RFAD also learns a linear map T of the flattened summary (identity init, AdaBelief lr 5e-5):
@@ -245,7 +248,10 @@ def test_frepo_loss_gradient_online_step_and_second_step(monkeypatch):
             net.classifier.bias.copy_(torch.tensor(fb))
         return net.to(device) if device is not None else net
 
-    monkeypatch.setattr(frepo_mod, "create_model", model_factory)
+    # glue: FRePO builds its pool models with ``Distiller.make_model`` (device + fused kernels)
+    monkeypatch.setattr(frepo_mod.FRePO, "make_model",
+                        lambda self, name, info, generator=None, **kw: model_factory(
+                            name, info, generator=generator, device=self.device_))
     real = real_data(r["x_t"], r["labels_t"], 3)
     d, syn = distiller_with_summary("frepo", real, r["x_s_init"], r["y_s_init"], pool_size=1,
                                     max_online_updates=100, lr_data=3e-4, lr_model=3e-4, reg=1e-6)

@@ -33,7 +33,8 @@ def evaluate_krr(syn, real, kernel: str | None = None, *, reg: float | None = No
                  batch: int = 256, limit: int | None = None, device=None) -> dict[str, Any]:
     """Test accuracy (%) of KRR on the summary with ``kernel`` (default: the kernel the summary
     was distilled with, from its metadata) and regularizer ``reg`` (trace-scaled). ``limit``
-    uses only the first ``limit`` test examples (a fixed subset, for expensive kernels)."""
+    uses only the first ``limit`` test examples (a fixed subset, for expensive kernels: RFAD's
+    summaries name the pooled ConvNet NNGP, ``conv_pool_nngp``, as its authors evaluate)."""
     from .images import matched_test_split
 
     params = syn.meta.get("params") or {}

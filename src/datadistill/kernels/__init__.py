@@ -20,8 +20,10 @@ from .fc import fc_kernels
 KERNELS: Registry = Registry("kernel")
 
 
-def _first_padding(info) -> int:
-    return 3 if info.channels == 1 else 1  # as the field's ConvNet (28 -> 32 on 1 channel)
+#: the first convolution's padding of the infinite-width conv kernels: 1 = neural-tangents'
+#: SAME padding, on every image (KIP's notebook and RFAD's ``DCConvNetKernel``). It used to be 3
+#: on 1-channel images (28 -> 32, the field's finite ConvNet), which is not the published kernel.
+FIRST_PADDING = 1
 
 
 def _pick(which: int, fn):
@@ -41,25 +43,25 @@ def _fc_nngp(info, *, depth=None, width=None, generator=None, device=None):
 @KERNELS.register("conv_ntk")
 def _conv_ntk(info, *, depth=None, width=None, generator=None, device=None):
     from .conv import conv_kernels
-    return _pick(1, functools.partial(conv_kernels, depth=depth or 3, first_padding=_first_padding(info)))
+    return _pick(1, functools.partial(conv_kernels, depth=depth or 3, first_padding=FIRST_PADDING))
 
 
 @KERNELS.register("conv_nngp")
 def _conv_nngp(info, *, depth=None, width=None, generator=None, device=None):
     from .conv import conv_kernels
-    return _pick(0, functools.partial(conv_kernels, depth=depth or 3, first_padding=_first_padding(info)))
+    return _pick(0, functools.partial(conv_kernels, depth=depth or 3, first_padding=FIRST_PADDING))
 
 
 @KERNELS.register("conv_pool_ntk")
 def _conv_pool_ntk(info, *, depth=None, width=None, generator=None, device=None):
     from .pool import PooledConvKernel
-    return PooledConvKernel(ntk=True, depth=depth or 3, first_padding=_first_padding(info))
+    return PooledConvKernel(ntk=True, depth=depth or 3, first_padding=FIRST_PADDING)
 
 
 @KERNELS.register("conv_pool_nngp")
 def _conv_pool_nngp(info, *, depth=None, width=None, generator=None, device=None):
     from .pool import PooledConvKernel
-    return PooledConvKernel(ntk=False, depth=depth or 3, first_padding=_first_padding(info))
+    return PooledConvKernel(ntk=False, depth=depth or 3, first_padding=FIRST_PADDING)
 
 
 @KERNELS.register("convnet_entk")
@@ -72,15 +74,8 @@ def _convnet_entk(info, *, depth=None, width=None, generator, device=None):
 @KERNELS.register("rf_nngp")
 def _rf_nngp(info, *, depth=None, width=None, generator, device=None, n_models: int = 8):
     from .conv import RandomFeatureNNGP
-    return RandomFeatureNNGP(info, n_models=n_models, width=width or 128, generator=generator,
+    return RandomFeatureNNGP(info, n_models=n_models, width=width or 256, generator=generator,
                              device=device)
-
-
-def make_kernel(name: str, info, *, generator: torch.Generator | None = None, device=None,
-                depth: int | None = None, width: int | None = None, **kw):
-    """Kernel ``name`` for data ``info`` (random kernels draw from ``generator``)."""
-    gen = generator if generator is not None else make_generator(0)
-    return KERNELS.get(name)(info, depth=depth, width=width, generator=gen, device=device, **kw)
 
 
 def make_kernel(name: str, info, *, generator: torch.Generator | None = None, device=None,

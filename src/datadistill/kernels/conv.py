@@ -19,7 +19,9 @@ Three kernels, each ``kernel(x1, x2) -> [n, m]`` and differentiable in both inpu
   NTK is an unbiased estimate of the per-output kernel), computed with ``torch.func``
   (``vmap(jacrev)``); differentiable in x1 and x2 (double backward).
 * ``RandomFeatureNNGP`` — RFAD's approximation: features of ``n_models`` random finite
-  ConvNets (He-normal init), K ~ Phi(x1) Phi(x2)^T / (M D), the Monte-Carlo NNGP.
+  ConvNets (weights N(0, 2 / fan_in), biases N(0, 0.1^2)), Phi = the concatenated features
+  / sqrt(M D), K ~ 2 Phi(x1) Phi(x2)^T + 0.01 — the Monte-Carlo NNGP including the readout
+  layer (w_var 2, b_var 0.01), as RFAD's ``distill_dataset``.
 """
 from __future__ import annotations
 
@@ -49,11 +51,13 @@ def _relu_maps(k12: Tensor, k11: Tensor, k22: Tensor):
 
 
 def conv_kernels(x1: Tensor, x2: Tensor | None = None, *, depth: int = 3, w_var: float = 2.0,
-                 b_var: float = 0.0, first_padding: int = 1) -> tuple[Tensor, Tensor]:
+                 b_var: float = 0.01, first_padding: int = 1) -> tuple[Tensor, Tensor]:
     """Exact (NNGP, NTK) [n, m] of a depth-``depth`` 3x3 ReLU ConvNet with flatten readout.
 
-    ``first_padding`` is the first convolution's padding (the field's ConvNet uses 3 on
-    1-channel images, 28 -> 32); later layers keep their size (padding 1).
+    Defaults: the KIP notebook's 'Conv' architecture (neural-tangents ``stax.Conv`` with
+    ``padding='SAME'``, ``W_std = sqrt(2)``, ``b_std = 0.1``). ``first_padding`` is the first
+    convolution's padding (1 = SAME; 3 would be the field's finite ConvNet on 1-channel images,
+    28 -> 32); later layers keep their size (padding 1).
     """
     if depth < 1:
         raise ValueError(f"depth (conv layers) must be >= 1, got {depth}")
@@ -144,26 +148,35 @@ class EmpiricalNTK:
         return j1 @ j2.T
 
 
-def he_normal_(model: nn.Module, generator: torch.Generator, w_var: float = 2.0) -> nn.Module:
-    """Weights ~ N(0, w_var / fan_in), biases 0: the parametrization the NNGP assumes."""
+def he_normal_(model: nn.Module, generator: torch.Generator, w_var: float = 2.0,
+               b_std: float = 0.1) -> nn.Module:
+    """Weights ~ N(0, w_var / fan_in), biases ~ N(0, b_std^2): the parametrization the NNGP
+    assumes (RFAD's ``Conv2d_gaussian``: W_std sqrt(2), b_std 0.1)."""
     with torch.no_grad():
         for mod in model.modules():
             if isinstance(mod, (nn.Conv2d, nn.Linear)):
                 std = math.sqrt(w_var / mod.weight[0].numel())
                 mod.weight.copy_(torch.randn(mod.weight.shape, generator=generator) * std)
                 if mod.bias is not None:
-                    mod.bias.zero_()
+                    mod.bias.copy_(torch.randn(mod.bias.shape, generator=generator) * b_std)
     return model
 
 
 class RandomFeatureNNGP:
     """RFAD's kernel: Phi(x) = concatenated penultimate features of ``n_models`` random finite
-    networks (``model`` without normalization, He-normal), K = Phi1 Phi2^T / (M D)."""
+    networks (``model`` without normalization, ``he_normal_``) / sqrt(M D), and
+    K = ``w_var`` Phi1 Phi2^T + ``b_var`` (the readout layer's NNGP: 2 and 0.01 in RFAD).
+    ``first_padding`` is passed to the model (1: RFAD's ``ConvNet_wide`` pads every conv by 1,
+    also on 1-channel images: 28 -> 14 -> 7 -> 3); ``None`` leaves the model's own choice."""
 
-    def __init__(self, info, *, n_models: int = 8, model: str = "convnet_nn", width: int = 128,
-                 generator: torch.Generator, device=None, **model_kw):
+    def __init__(self, info, *, n_models: int = 8, model: str = "convnet_nn", width: int = 256,
+                 generator: torch.Generator, device=None, first_padding: int | None = 1,
+                 w_var: float = 2.0, b_var: float = 0.01, **model_kw):
         if n_models < 1:
             raise ValueError(f"n_models must be >= 1, got {n_models}")
+        if first_padding is not None:
+            model_kw["first_padding"] = first_padding
+        self.w_var, self.b_var = w_var, b_var
         self.nets = [he_normal_(create_model(model, info, width=width, **model_kw), generator)
                      .to(device).eval().requires_grad_(False) for _ in range(n_models)]
 
@@ -171,6 +184,10 @@ class RandomFeatureNNGP:
         phi = torch.cat([net.embed(x) for net in self.nets], dim=1)
         return phi / math.sqrt(phi.shape[1])
 
+    def gram(self, f1: Tensor, f2: Tensor) -> Tensor:
+        """The kernel between two feature matrices: ``w_var f1 f2^T + b_var``."""
+        return self.w_var * f1 @ f2.T + self.b_var
+
     def __call__(self, x1: Tensor, x2: Tensor | None = None) -> Tensor:
         f1 = self.features(x1)
-        return f1 @ (f1 if x2 is None else self.features(x2)).T
+        return self.gram(f1, f1 if x2 is None else self.features(x2))

@@ -24,11 +24,21 @@ def arccos_maps(k12: Tensor, norm: Tensor) -> tuple[Tensor, Tensor]:
     """ReLU's arc-cosine expectations for covariance ``k12`` with ``norm`` = sqrt(var1 var2)
     (broadcastable): (E[relu relu] = norm k1(rho), E[relu' relu'] = k0(rho)), unit weight
     variance. The one implementation for the FC, conv and pooled-conv kernels."""
-    # off the endpoints: arccos'(±1) is infinite, so an input-gradient through a self-pair
-    # (rho = 1, e.g. the support kernel's diagonal) would be NaN; values change by < 1e-4
-    rho = (k12 / norm).clamp(-1.0 + 1e-7, 1.0 - 1e-7)
-    theta = torch.arccos(rho)
-    k1 = (torch.sqrt((1 - rho * rho).clamp_min(0)) + (math.pi - theta) * rho) / (2 * math.pi)
+    # Values are exact, also at rho = +-1 (a self-pair: the support kernel's diagonal); the
+    # gradient is taken at rho clamped to [-1 + 1e-7, 1 - 1e-7], because arccos'(+-1) is
+    # infinite and an input-gradient through a self-pair would be NaN. (Clamping the values too
+    # lowered k0 by 7e-5 at rho = 1: a ridge of -7e-5 K on the diagonal, larger than the
+    # lambda tr(K)/n of a small reg, e.g. Distill-CF's 1e-5.)
+    raw = (k12 / norm).clamp(-1.0, 1.0)
+    safe = raw.clamp(-1.0 + 1e-7, 1.0 - 1e-7)
+
+    def exact(f):  # f's value at raw, its gradient at safe
+        fs = f(safe)
+        return fs + (f(raw) - fs).detach()
+    rho = exact(lambda r: r)
+    theta = exact(torch.arccos)
+    sine = exact(lambda r: torch.sqrt((1 - r * r).clamp_min(0)))
+    k1 = (sine + (math.pi - theta) * rho) / (2 * math.pi)
     return norm * k1, (math.pi - theta) / (2 * math.pi)
 
 
@@ -43,8 +53,9 @@ def _relu_step(k12: Tensor, k11: Tensor, k22: Tensor, w_var: float, b_var: float
 
 
 def fc_kernels(x1: Tensor, x2: Tensor | None = None, *, depth: int = 1, w_var: float = 2.0,
-               b_var: float = 0.0) -> tuple[Tensor, Tensor]:
-    """(NNGP, NTK) between rows of ``x1`` [n, ...] and ``x2`` [m, ...] (flattened)."""
+               b_var: float = 0.01) -> tuple[Tensor, Tensor]:
+    """(NNGP, NTK) between rows of ``x1`` [n, ...] and ``x2`` [m, ...] (flattened). Defaults:
+    the KIP notebook's ``W_std = sqrt(2)``, ``b_std = 0.1`` (``w_var = 2``, ``b_var = 0.01``)."""
     if depth < 1:
         raise ValueError(f"depth (hidden layers) must be >= 1, got {depth}")
     x1 = x1.reshape(x1.shape[0], -1)

@@ -32,9 +32,11 @@ recomputed in the backward pass (activation checkpointing), so peak memory is on
 K(x, x) only the blocks on and above the diagonal are computed (about half the pairs).
 
 Inputs are [N, C, H, W]; ``first_padding`` > 1 zero-pads the image by ``first_padding - 1``
-first (the library's ConvNet uses padding 3 on 1-channel 28x28 images, 28 -> 32; neural-tangents'
-SAME conv on 28x28 would instead give 28 -> 14 -> 7 -> 3). The padded size must be divisible by
-2^depth.
+first (the library's finite ConvNet uses padding 3 on 1-channel 28x28 images, 28 -> 32). The
+default 1 is neural-tangents' SAME convolution; its ``AvgPool`` (VALID padding) floors odd sizes,
+28 -> 14 -> 7 -> 3, as ``nn.AvgPool2d(2)``: a pool drops the last row/column of an odd map (the
+pooled positions never read it, and a coarse partner P + D out of bounds is masked as usual).
+The image must keep at least one position after ``depth`` pools.
 """
 from __future__ import annotations
 
@@ -69,10 +71,11 @@ def _pool(k: Tensor, rf: int, rc: int) -> Tensor:
     K'(P, P + D) = 1/16 sum_{a, b in {0,1}^2} K(2P + a, offset 2D + b - a)."""
     kf = 2 * rf + 1
     d = torch.arange(-rc, rc + 1, device=k.device)
+    hc, wc = k.shape[-2] // 2, k.shape[-1] // 2  # floor: an odd last row/column is dropped
     out = None
     for ay in (0, 1):
         for ax in (0, 1):
-            sl = k[..., ay::2, ax::2]
+            sl = k[..., ay:2 * hc:2, ax:2 * wc:2]
             for by in (0, 1):
                 for bx in (0, 1):
                     iy, ix = 2 * d + by - ay + rf, 2 * d + bx - ax + rf
@@ -109,6 +112,9 @@ def _propagate(k: Tensor, masks, radii, w_var, b_var, *, v1s=None, v2s=None, ntk
         r_next = radii[l + 1] if l + 1 < len(radii) else 0
         k = _pool(k, r, r_next)
         th = _pool(th, r, r_next) if ntk else None
+        if l + 1 < len(radii):  # floor pooling of an odd map: a coarse partner P + D just out
+            k = k * masks[l + 1]  # of bounds pooled the dropped row (non-zero): zero it
+            th = th * masks[l + 1] if ntk else None
     nngp = w_var * k[:, :, 0].mean((-2, -1)) + b_var
     return nngp, (w_var * th[:, :, 0].mean((-2, -1)) + nngp) if ntk else None, seen
 
@@ -147,11 +153,14 @@ def conv_pool_kernels(x1: Tensor, x2: Tensor | None = None, *, depth: int = 3, w
     if first_padding > 1:
         x1, x2 = (F.pad(x, (first_padding - 1,) * 4) for x in (x1, x2))
     h, w = x1.shape[-2:]
-    if h % 2 ** depth or w % 2 ** depth:
-        raise ValueError(f"padded image size {h}x{w} must be divisible by 2^depth = {2 ** depth}")
+    sizes = [(h, w)]
+    for _ in range(depth):
+        sizes.append((sizes[-1][0] // 2, sizes[-1][1] // 2))
+    if min(sizes[-1]) < 1:
+        raise ValueError(f"padded image size {h}x{w} is too small for {depth} 2x2 pools")
     radii = _radii(depth)
-    ones = torch.ones(1, h, w, dtype=x1.dtype, device=x1.device)
-    masks = [_shift(ones[:, ::2 ** l, ::2 ** l], r)[0] for l, r in enumerate(radii)]
+    masks = [_shift(torch.ones(1, hl, wl, dtype=x1.dtype, device=x1.device), r)[0]
+             for (hl, wl), r in zip(sizes, radii)]
     grad = torch.is_grad_enabled() and (x1.requires_grad or x2.requires_grad)
 
     def run(fn, *args):

@@ -1,7 +1,8 @@
 """The field's ConvNet (DC/DSA/DM/MTT): [conv3x3(width) - norm - ReLU - avgpool] x depth, linear.
 
-1-channel inputs get padding 3 in the first conv (28x28 -> 32x32), as in the reference code;
-that conv is a ``GrayStemConv2d`` (the same function and parameters as ``nn.Conv2d``, computed
+1-channel inputs get padding 3 in the first conv (28x28 -> 32x32), as in the reference code
+(``first_padding`` overrides it: RFAD's random networks pad by 1 everywhere, 28 -> 14 -> 7 -> 3);
+a 1-channel first conv is a ``GrayStemConv2d`` (the same function and parameters as ``nn.Conv2d``, computed
 as im2col + 1x1 conv because oneDNN's single-channel kernel is slow, see ``layers.py``).
 Registered variants: depth ``convnet_d1..d4``, width ``convnet_w32..w256``, norm
 ``convnet_nn/bn/in/ln/gn``, pooling ``convnet_ap/mp/np``.
@@ -26,12 +27,14 @@ class ConvNet(nn.Module):
     fused: bool = False
 
     def __init__(self, info, *, width: int = 128, depth: int = 3, norm: str = "instance",
-                 act: str = "relu", pool: str = "avg"):
+                 act: str = "relu", pool: str = "avg", first_padding: int | None = None):
         super().__init__()
         c, h, w = info.shape
+        if first_padding is None:  # the field's choice: 28 -> 32 on 1-channel images
+            first_padding = 3 if c == 1 else 1
         layers: list[nn.Module] = []
         for d in range(depth):
-            pad = 3 if c == 1 and d == 0 else 1
+            pad = first_padding if d == 0 else 1
             conv = GrayStemConv2d if c == 1 and d == 0 else nn.Conv2d  # same function, faster
             layers.append(conv(c if d == 0 else width, width, 3, padding=pad))
             h, w = h + 2 * pad - 2, w + 2 * pad - 2
