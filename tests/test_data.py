@@ -181,3 +181,44 @@ def test_zca_whitens_and_is_stored(digits):
     assert off(cov) < 0.5 * off(raw)
     # the same transform applied to raw test data reproduces the whitened test split
     assert torch.allclose(z.zca(digits.test.x), z.test.x, atol=1e-4)
+    assert z.info.extra["zca_mode"] == "kornia"
+
+
+def test_zca_modes():
+    """Issue 16, lead 2: the default whitening is MTT/TESLA's (kornia ZCAWhitening(eps) on raw
+    [0, 1] pixels: unbiased covariance, absolute eps) while the transform takes the library's
+    normalized images; "kip" keeps the former KIP-style one (biased covariance, eps x the mean
+    eigenvalue, on the data as given). The fixture check against kornia is in
+    tests/test_parity_mtt.py."""
+    from datadistill.data.images import ImageArrays, build
+    from datadistill.data.zca import ZCA
+    g = torch.Generator().manual_seed(0)
+    raw = torch.rand(40, 2, 3, 3, generator=g, dtype=torch.float64)
+    mean, std = (0.4, 0.6), (0.2, 0.3)
+    norm = (raw - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    # kornia mode on normalized input == the same fit on the raw pixels
+    on_raw = ZCA.fit(raw, 0.1)(raw.float())
+    folded = ZCA.fit(norm, 0.1, pixel_std=std)(norm.float())
+    torch.testing.assert_close(folded, on_raw, rtol=1e-4, atol=1e-4)
+    # ... whose formula is (x - m) U (S + eps)^-1/2 U^T with S of the unbiased covariance
+    flat = raw.flatten(1)
+    s, u = torch.linalg.eigh(torch.cov(flat.T))
+    ref = (flat - flat.mean(0)) @ u @ torch.diag((s.clamp_min(0) + 0.1).rsqrt()) @ u.T
+    torch.testing.assert_close(on_raw.flatten(1).double(), ref, rtol=1e-4, atol=1e-4)
+    # kip mode: biased covariance, eps relative to the mean eigenvalue (scale-free)
+    c = (flat - flat.mean(0)).T @ (flat - flat.mean(0)) / len(flat)
+    s, u = torch.linalg.eigh(c)
+    s = s.clamp_min(0)
+    ref = (flat - flat.mean(0)) @ u @ torch.diag((s + 0.1 * s.mean()).rsqrt()) @ u.T
+    kip = ZCA.fit(raw, 0.1, mode="kip")
+    torch.testing.assert_close(kip(raw.float()).flatten(1).double(), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ZCA.fit(7 * raw, 0.1, mode="kip")(7 * raw.float()), kip(raw.float()),
+                               rtol=1e-4, atol=1e-4)
+    # empty splits (val_fraction=0) pass through; a mode is recorded; unknown modes are errors
+    assert ZCA.fit(raw, 0.1)(raw[:0].float()).shape == (0, 2, 3, 3)
+    arrays = ImageArrays(raw.float().numpy(), np.arange(40) % 2, raw[:6].float().numpy(),
+                         np.arange(6) % 2)
+    real = build("zca-modes", arrays, val_fraction=0.0, zca=True, zca_mode="kip")
+    assert len(real.val) == 0 and real.info.extra["zca_mode"] == "kip"
+    with pytest.raises(ValueError, match="zca_mode"):
+        build("zca-modes", arrays, zca=True, zca_mode="absolute")

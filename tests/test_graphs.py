@@ -175,6 +175,7 @@ def _val_accuracy(syn, real, epochs=200):
                             weight_decay=5e-4)[1]
 
 
+@pytest.mark.slow  # (compiles or trains for 10+ s)
 def test_gcdm_learns_a_class_structured_graph(cora):
     """The collapse this guards against: GCDM with GCond's trained relay left the PGE graph
     nearly complete (same-class 0.50 vs cross-class 0.40 mean edge weight) and a GCN trained on
@@ -224,6 +225,18 @@ def test_doscond_graph_sets(mutag, tmp_path):
     assert g == 4 and set(w.unique().tolist()) <= {1.0} and batch.max() == 3
     with pytest.raises(Exception, match="ipc"):
         d.init_synset(mutag, ipc=500)
+
+
+def test_doscond_distance_is_the_references_relative_mse():
+    """Issue 16: the reference's ``--dis mse`` (its default) divides the squared gradient error by
+    the real gradient's squared norm (per class); the plain sum stays available as "mse"."""
+    from datadistill.objectives import gradient_distance
+    assert create_distiller("doscond").graph_metric == "nmse"
+    gr = [torch.tensor([[1.0, 2.0], [0.0, 1.0]]), torch.tensor([2.0, 0.0])]
+    gs = [torch.tensor([[0.0, 2.0], [1.0, 1.0]]), torch.tensor([2.0, 1.0])]
+    assert float(gradient_distance(gr, gs, "mse")) == pytest.approx(3.0)
+    assert float(gradient_distance(gr, gs, "nmse")) == pytest.approx(3.0 / 10.0)
+    assert float(gradient_distance([3 * g for g in gr], [3 * g for g in gs], "nmse")) == pytest.approx(0.3)
 
 
 def test_coresets_and_evaluator(cora, mutag):

@@ -106,7 +106,7 @@ def test_gcond_matches_reference():
     the class-weighted gradient-matching loss, its gradients w.r.t. X' and Φ, and two outer steps
     (outer 2, inner 1) of a structure turn (Adam on Φ) and of a feature turn (Adam on X'),
     including the relay's inner Adam step."""
-    from datadistill.distillers.gcond import node_budget
+    from datadistill.synsets.graph import node_budget
     fx = load_fixture("gcond")
     _, create_distiller, _ = _lib()
     real = node_graph(fx)
@@ -182,13 +182,12 @@ def graph_set(fx):
         keep = (ei[0] >= s) & (ei[0] < e)
         graphs.append(Data(x=x[s:e], edge_index=ei[:, keep] - int(s), y=torch.tensor([int(y[g])])))
     info = DataInfo(name="parity-tiny-graphs", modality="graph", num_classes=int(y.max()) + 1,
-                    shape=(x.shape[1],), flip=False, extra={"task": "graph"})
+                    shape=(x.shape[1],), flip=False, task="graph")
     idx = torch.arange(len(graphs))
     return GraphSetData(info, graphs, idx, idx, idx)
 
 
 def doscond_run(fx, monkeypatch, metric, prefix):
-    import datadistill.distillers.doscond as doscond_mod
     import datadistill.synsets.graph as graph_mod
     from datadistill.synsets.graph import GraphBatchSet
     _, create_distiller, create_model = _lib()
@@ -206,8 +205,10 @@ def doscond_run(fx, monkeypatch, metric, prefix):
 
     it = {"net": 0, "noise": 0}
 
+    make_model = d.make_model   # (the library builds its relays with Distiller.make_model)
+
     def fixed_gcn(name, info, **kw):   # the relay of iteration i gets the reference's weights
-        net = create_model(name, info, **kw)
+        net = make_model(name, info, **kw)
         w = lambda k: t64(fx[f"w{it['net']}_{k}"])  # noqa: E731
         with torch.no_grad():
             for i, conv in enumerate(net.convs):
@@ -224,7 +225,7 @@ def doscond_run(fx, monkeypatch, metric, prefix):
         assert tuple(u.shape) == tuple(shape)
         return u.to(device)
 
-    monkeypatch.setattr(doscond_mod, "create_model", fixed_gcn)
+    monkeypatch.setattr(d, "make_model", fixed_gcn)
     monkeypatch.setattr(graph_mod, "symmetric_uniform", fixed_uniform)
     d.setup(real, syn)
     grads = []
@@ -280,7 +281,7 @@ def test_distill_cf_matches_reference(monkeypatch):
     the reference's noise (γ = 8, τ = 10), the loss (multinomial log-likelihood + cardinality
     term), its gradient w.r.t. Ω and two Adam steps (lr 0.04)."""
     import datadistill.synsets.users as users_mod
-    from datadistill.recsys.models import InfiniteAE
+    from datadistill.models.recsys import InfiniteAE
     from datadistill.synsets.users import GumbelUserSet
     fx = load_fixture("distill_cf")
     _, create_distiller, _ = _lib()

@@ -69,6 +69,8 @@ def _install_expert(distiller, real: RealData, start: np.ndarray, target: np.nda
     from datadistill.experts import expert_dir
     d = expert_dir(real, distiller.expert_config())
     d.mkdir(parents=True, exist_ok=True)
+    for old in d.glob("expert_0000.*"):  # (the library converts a .pt once to .safetensors:
+        old.unlink()                     # drop that copy so a re-install takes effect)
     torch.save(torch.stack([_t(start), _t(target)]).to(dtype), d / "expert_0000.pt")
 
 
@@ -101,7 +103,7 @@ def _synset(distiller, real: RealData, ipc: int, x_init, lr_init, y=None):
 
 def _expert_logits(real: RealData, params: np.ndarray, x) -> torch.Tensor:
     """The library's network (as TESLA's label initialisation builds it) at flat ``params``."""
-    from datadistill.distillers.mtt import FlatStudent
+    from datadistill.models.functional import FlatStudent
     from datadistill.models import create_model
     student = FlatStudent(create_model(MODEL, real.info).eval())
     with torch.no_grad():

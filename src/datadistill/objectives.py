@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-GRADIENT_METRICS = ("ours", "mse", "cos", "l1")
+GRADIENT_METRICS = ("ours", "mse", "nmse", "cos", "l1")
 
 
 def class_means(emb: Tensor, class_ids: Tensor, num_classes: int) -> Tensor:
@@ -35,17 +35,21 @@ def gradient_distance(g_real: Sequence[Tensor], g_syn: Sequence[Tensor], metric:
     """Distance between two lists of per-parameter gradients (DC eq. 7 and its variants).
 
     ``ours`` = the published layer-wise cosine distance; ``mse`` = squared Euclidean over all
-    parameters; ``cos`` = 1 - cosine of the concatenated gradient vectors; ``l1`` = sum of
-    absolute differences over all parameters (IDC's MNIST-like metric).
+    parameters; ``nmse`` = that squared error relative to the real gradient's squared norm,
+    sum (g_s - g_r)^2 / sum g_r^2 over all parameters (what DosCond's ``--dis mse`` computes);
+    ``cos`` = 1 - cosine of the concatenated gradient vectors; ``l1`` = sum of absolute
+    differences over all parameters (IDC's MNIST-like metric).
     """
     if metric == "ours":
         return sum((_layer_distance_ours(r, s) for r, s in zip(g_real, g_syn)),
                    g_syn[0].new_zeros(()))
-    if metric in ("mse", "cos", "l1"):
+    if metric in ("mse", "nmse", "cos", "l1"):
         r = torch.cat([t.reshape(-1) for t in g_real])
         s = torch.cat([t.reshape(-1) for t in g_syn])
         if metric == "mse":
             return ((r - s) ** 2).sum()
+        if metric == "nmse":
+            return ((r - s) ** 2).sum() / (r ** 2).sum()
         if metric == "l1":
             return (r - s).abs().sum()
         return 1 - (r * s).sum() / (r.norm() * s.norm() + 1e-6)

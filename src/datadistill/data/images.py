@@ -16,7 +16,7 @@ import torch
 from ..registry import Registry
 from .base import DATASETS, DataFormatError, DataInfo, DatasetNotFoundError, RealData, Split
 from .files import cache_root, fetch, resolve
-from .zca import ZCA
+from .zca import ZCA, ZCA_MODES
 
 
 @dataclass
@@ -238,10 +238,15 @@ def load_folder(path, test_fraction: float = 0.2, **_) -> ImageArrays:
 
 
 def build(name: str, raw: ImageArrays, *, val_fraction: float = 0.1, split_seed: int = 0,
-          zca: bool = False, zca_reg: float = 0.1) -> RealData:
-    """Normalize, carve the validation split from train (fixed seed), optionally ZCA."""
+          zca: bool = False, zca_reg: float = 0.1, zca_mode: str = "kornia") -> RealData:
+    """Normalize, carve the validation split from train (fixed seed), optionally ZCA-whiten
+    (fitted on the training split; ``zca_mode``: ``"kornia"``, MTT/TESLA's whitening of the raw
+    [0, 1] pixels with absolute ``zca_reg``, or ``"kip"``, KIP-style ``zca_reg`` x the mean
+    eigenvalue on the normalized pixels; see ``data/zca.py``)."""
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if zca and zca_mode not in ZCA_MODES:
+        raise ValueError(f"unknown zca_mode {zca_mode!r}; known: {', '.join(ZCA_MODES)}")
     ytr = raw.y_train
     k = int(max(ytr.max(initial=-1), raw.y_test.max(initial=-1)) + 1)
     if k < 2:
@@ -276,12 +281,14 @@ def build(name: str, raw: ImageArrays, *, val_fraction: float = 0.1, split_seed:
     test = Split(xte.contiguous(), yte_t.contiguous())
     z = None
     if zca:
-        z = ZCA.fit(train.x, zca_reg)
+        # "kornia": the covariance of the raw pixels (x * std), as the authors' kornia fit
+        z = ZCA.fit(train.x, zca_reg, mode=zca_mode,
+                    pixel_std=std if zca_mode == "kornia" else None)
         train, val, test = (Split(z(s.x), s.y) for s in (train, val, test))
     names = raw.class_names if len(raw.class_names) == k else tuple(str(i) for i in range(k))
     info = DataInfo(name=name, modality="image", num_classes=k, shape=tuple(train.x.shape[1:]),
                     mean=mean, std=std, class_names=names, flip=raw.flip, zca=zca,
-                    extra={"zca_reg": zca_reg} if zca else {})
+                    extra={"zca_reg": zca_reg, "zca_mode": zca_mode} if zca else {})
     return RealData(info, train, val, test, zca=z)
 
 

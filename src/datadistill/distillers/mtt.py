@@ -22,6 +22,11 @@ be loaded ZCA-whitened, ``--zca``). MNIST/Fashion-MNIST have no published settin
 per-channel normalisation, easier data), see docs/trajectory-matching.md. ``cpu-ipc1`` /
 ``cpu-ipc10`` are the CPU budget (2 experts x 3 epochs, short runs).
 
+Parity (tests/test_parity_mtt.py, docs/trajectory-matching.md): two outer iterations against
+the authors' ``distill.py`` on a fixed case (loss, gradients, updated images and step size) agree
+to 1e-6 in float64; ``--zca`` data is whitened as theirs (kornia ``ZCAWhitening(eps=0.1)`` on raw
+[0, 1] pixels, ``data/zca.py``), the scale their ``lr_img`` values were tuned for.
+
 Speed on CPU (``RunOptions``; auto turns the kernels on): ``fused`` runs the student's blocks with
 the fused C++ kernels, including a kernel for the double backward the unroll needs (``perf/fused.py``): the
 same function, 4.7 s per iteration at IPC 10, syn_steps 20 instead of 9.1-10.2 s, 82 % of the
