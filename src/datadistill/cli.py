@@ -113,6 +113,39 @@ def _describe_run(run) -> str:
     return perf.describe(run)
 
 
+def _progress_bar(total, desc: str, unit: str):
+    """A progress bar on stderr that states elapsed time, the rate and the ETA."""
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                           "[elapsed {elapsed}, ETA {remaining}, {rate_fmt}{postfix}]")
+
+
+def _tensorboard(logdir, prefix: str):
+    if not logdir:
+        return None
+    from .report.progress import TensorBoardLog
+    return TensorBoardLog(logdir, prefix)
+
+
+def _eval_every(args, real, run):
+    """``--eval-every N``: evaluate the current summary every N iterations (and at the last)
+    under ``--eval-protocol``; the accuracy of each model goes into that iteration's log line."""
+    every = getattr(args, "eval_every", None)
+    if not every:
+        return lambda syn, ev: None
+    from .evaluation import evaluate
+
+    def now(syn, ev):
+        if ev["iteration"] % every and ev["iteration"] != ev.get("iterations"):
+            return
+        rep = evaluate(syn, real, protocol=args.eval_protocol, seed=0, run=run)
+        for i, (m, r) in enumerate(rep.results.items()):
+            ev["accuracy" if i == 0 else f"accuracy_{m}"] = r["mean"]
+        ev["eval_protocol"] = args.eval_protocol
+    return now
+
+
 def cmd_distill(args) -> int:
     from .distillers import DISTILLERS
     from .report import curve_png, image_grid
@@ -145,16 +178,18 @@ def cmd_distill(args) -> int:
     run_file.write_text(json.dumps({k: getattr(args, k) for k in (
         "method", "dataset", "ipc", "ratio", "users", "preset", "set", "iterations", "seed",
         "data_dir", "zca")}, indent=2))
-    log = open(out / "log.jsonl", "a")
+    from .report.progress import MetricsLog
+    log = MetricsLog(out / "log.jsonl", args.log_every)
+    tb = _tensorboard(args.tensorboard, "distill")
     history: list[tuple[float, float]] = []
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-        bar = tqdm(total=distiller.iterations, desc=f"{args.method}", unit="it", file=sys.stderr,
-                   dynamic_ncols=True)
+    bar = None if args.quiet else _progress_bar(distiller.iterations, args.method, "it")
+    evaluate_now = _eval_every(args, real, run)
 
     def progress(ev):
-        log.write(json.dumps(ev) + "\n")
+        evaluate_now(syn, ev)
+        log(ev)
+        if tb is not None:
+            tb(ev)
         if "loss" in ev:
             history.append((ev["iteration"], ev["loss"]))
         if bar is not None:
@@ -175,6 +210,8 @@ def cmd_distill(args) -> int:
         return 3
     finally:
         log.close()
+        if tb is not None:
+            tb.close()
         if bar is not None:
             bar.close()
     if real.info.modality == "image":
@@ -222,13 +259,32 @@ def cmd_evaluate(args) -> int:
     source = args.dataset or syn.meta.get("dataset_source") or syn.info.name
     real = _load_data(source, args.data_dir)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    note = (lambda ev: print(f"  {ev['model']} #{ev['index'] + 1}: {ev['accuracy']:.2f}%",
-                             file=sys.stderr)) if not args.json else None
+    bar = None
+
+    def note(ev):
+        if bar is not None:
+            bar.set_postfix_str(f"{ev.get('stage', 'summary')}: {ev['model']} "
+                                f"#{ev['index'] + 1} {ev['accuracy']:.2f}%")
+            bar.update(1)
     run = _run_options(args)
     if not args.json:
         print(f"[datadistill] {_describe_run(perf.resolve(run))}", file=sys.stderr)
-    rep = evaluate(syn, real, models=models, protocol=args.protocol, num_models=args.num_models,
-                   seed=args.seed, full_reference=args.full_reference, on_model=note, run=run)
+    if not (args.json or args.quiet):
+        bar = _progress_bar(_models_to_train(syn, models, args), "evaluate", "model")
+    try:
+        rep = evaluate(syn, real, models=models, protocol=args.protocol,
+                       num_models=args.num_models, seed=args.seed,
+                       full_reference=args.full_reference or False, on_model=note, run=run)
+        robust = None
+        if args.robust:
+            from .evaluation.robust import robust_scores
+            robust = robust_scores(syn, real, models=list(rep.results), protocol=args.protocol,
+                                   num_models=args.num_models, seed=args.seed,
+                                   full_reference=args.robust_full, report=rep, on_model=note,
+                                   run=run)
+    finally:
+        if bar is not None:
+            bar.close()
     if args.num_models is not None:
         print(f"note: --num-models {args.num_models} overrides protocol {args.protocol!r}",
               file=sys.stderr)
@@ -237,13 +293,70 @@ def cmd_evaluate(args) -> int:
         from .evaluation.krr import evaluate_krr
         krr = evaluate_krr(syn, real, None if args.krr == "auto" else args.krr,
                            device=rep.run.get("device"))
-    text = rep.to_json() if krr is None else json.dumps({**rep.to_dict(), "krr": krr}, indent=2)
+    extra = {k: v for k, v in (("krr", krr), ("robust", robust)) if v is not None}
+    text = rep.to_json() if not extra else json.dumps({**rep.to_dict(), **extra}, indent=2)
     if args.out:
         Path(args.out).write_text(text)
+    saved = _save_evaluation(args.summary, rep, text, robust is not None)
+    tb = _tensorboard(args.tensorboard, "evaluate")
+    if tb is not None:
+        step = int(syn.meta.get("iterations") or 0)
+        for m, r in rep.results.items():
+            tb({"iteration": step, f"{m}/accuracy": r["mean"], **(
+                {f"{m}/lrs": robust["models"][m]["lrs"]["mean"],
+                 f"{m}/ars": robust["models"][m]["ars"]["mean"]} if robust else {})})
+        tb.close()
     print(text if args.json else rep.table())
+    if robust is not None and not args.json:
+        print(_robust_table(robust))
+    if saved is not None and not args.json:
+        print(f"saved: {saved} (read by `datadistill report`)", file=sys.stderr)
     if krr is not None and not args.json:
         print(f"KRR ({krr['kernel']}, reg {krr['reg']:g}, {krr['num_support']} support): "
               f"{krr['accuracy']:.2f}% on {krr['num_test']} test examples")
+    return 0
+
+
+def _models_to_train(syn, models, args) -> int | None:
+    """How many fresh models ``evaluate`` (and ``--robust``) will train, for the progress bar."""
+    from .evaluation import get_protocol
+    if syn.info.modality != "image":
+        return None
+    k = args.num_models or get_protocol(args.protocol).num_models
+    n = len(models or ("convnet",)) * k
+    if args.robust:  # no-aug summary, random subsets with and without aug (+ hard labels)
+        n *= 4 + (syn.label_format != "hard")
+    return n
+
+
+def _save_evaluation(summary_arg: str, rep, text: str, robust: bool) -> Path | None:
+    """A run folder keeps its evaluations in ``evaluations/<protocol>-<models>[-robust].json``."""
+    folder = Path(summary_arg)
+    if not (folder / "summary").is_dir():
+        return None
+    name = f"{rep.protocol.get('name', 'eval')}-{'+'.join(rep.results)}" + ("-robust" if robust else "")
+    path = folder / "evaluations" / f"{name}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _robust_table(robust) -> str:
+    lines = [f"robust scores (DD-Ranking; {robust['rounds']} rounds; full-data accuracy: "
+             f"{robust['full_reference'].get('description')}; random subsets of "
+             f"{robust['random']['ipc']} per class)",
+             f"{'model':<12}{'HLR pp':>14}{'IOR pp':>14}{'LRS %':>14}{'ARS %':>14}"]
+    for m, s in robust["models"].items():
+        cell = lambda k: f"{s[k]['mean']:.2f} ± {s[k]['std']:.2f}"  # noqa: E731
+        lines.append(f"{m:<12}{cell('hlr'):>14}{cell('ior'):>14}{cell('lrs'):>14}{cell('ars'):>14}")
+    return "\n".join(lines)
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    out = write_report(args.runs, args.out, title=args.title, load_real=not args.no_real)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, self-contained)")
     return 0
 
 
@@ -261,6 +374,17 @@ def cmd_show(args) -> int:
         print(f"learned step size: {float(syn.lr):.6g}")
     if m.get("params"):
         print("params: " + ", ".join(f"{k}={v}" for k, v in m["params"].items()))
+    if syn.info.modality == "text":  # nearest tokens / nearest real sentences
+        from .synsets.text import describe_text
+        real = _load_data(m.get("dataset_source") or syn.info.name, args.data_dir)
+        print("\n".join(describe_text(syn, real, per_class=args.rows)))
+    if syn.info.modality == "tabular":  # valid rows in the original columns and types
+        from .synsets.tabular import decode_rows, write_csv
+        rows = decode_rows(syn)
+        for r in rows[:args.rows * syn.info.num_classes]:
+            print("  " + ", ".join(f"{k}={v}" for k, v in r.items()))
+        if args.csv:
+            print(f"wrote {write_csv(syn, args.csv)}")
     if args.png:
         print(f"wrote {image_grid(syn, args.png)}")
     if args.npz:
@@ -312,6 +436,31 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def app_names() -> list[str]:
+    """The applications in ``datadistill.apps``: the modules that define ``main(argv)`` (found
+    in their source, nothing imported; helpers such as ``_common`` or ``nas_space`` have none)."""
+    import pkgutil
+
+    from . import apps
+    found = []
+    for m in pkgutil.iter_modules(apps.__path__):
+        src = Path(apps.__path__[0]) / f"{m.name}.py"
+        if not m.name.startswith("_") and src.is_file() and "\ndef main(" in src.read_text():
+            found.append(m.name)
+    return sorted(found)
+
+
+def cmd_app(args) -> int:
+    """``datadistill app NAME ...``: imports ``datadistill.apps.NAME`` and hands it the rest of
+    the command line (its ``main(argv)`` parses it: ``datadistill app NAME --help``)."""
+    import importlib
+
+    known = app_names()
+    if args.app not in known:
+        return _err(f"unknown application {args.app!r}; known: {', '.join(known)}")
+    return importlib.import_module(f"datadistill.apps.{args.app}").main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="datadistill", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -352,6 +501,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the checkpoint in --out (with a larger --iterations: extend)")
     d.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.add_argument("--log-every", type=int, default=1, metavar="N",
+                   help="write metrics to log.jsonl every N iterations (and the last; read by "
+                        "`datadistill report`)")
+    d.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write TensorBoard event files to DIR (needs tensorboard)")
+    d.add_argument("--eval-every", type=int, default=None, metavar="N",
+                   help="evaluate the summary every N iterations (its accuracy goes to log.jsonl)")
+    d.add_argument("--eval-protocol", default="smoke",
+                   help="protocol of --eval-every (default smoke: 20 epochs, 1 model)")
     common(d)
     d.set_defaults(func=cmd_distill)
 
@@ -362,13 +520,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--protocol", default="fast", help="paper, fast or smoke")
     e.add_argument("--num-models", type=int, default=None, help="override the protocol's count")
     e.add_argument("--dataset", default=None, help="override the dataset (name or path)")
-    e.add_argument("--full-reference", action="store_true",
-                   help="also report %% of full-data accuracy (trains and caches the reference)")
+    e.add_argument("--full-reference", nargs="?", const="converged", default=None,
+                   choices=("converged", "converged-dsa", "quick"), metavar="PRESET",
+                   help="also report %% of a cached full-data model's accuracy: converged (the "
+                        "field's 300-epoch reference, the default; hours of CPU the first time), "
+                        "converged-dsa, or quick (20 epochs: not converged, flatters the %%)")
     e.add_argument("--json", action="store_true", help="JSON results on stdout")
     e.add_argument("--krr", nargs="?", const="auto", default=None, metavar="KERNEL",
                    help="also evaluate by kernel ridge regression (default kernel: the summary's "
                         "own, e.g. KIP's; or fc_ntk, conv_ntk, conv_nngp, ...)")
-    e.add_argument("--out", default=None, help="also write the JSON results here")
+    e.add_argument("--out", default=None, help="also write the JSON results here (a run "
+                   "folder also keeps them in evaluations/, where `datadistill report` reads them)")
+    e.add_argument("--robust", action="store_true",
+                   help="also DD-Ranking's label- and augmentation-robust scores (LRS, ARS): "
+                        "random real subsets and evaluation without augmentation, ~4x the models")
+    e.add_argument("--robust-full", default="auto", metavar="REFERENCE",
+                   help="full-data accuracy for --robust: auto (published if known, else "
+                        "converged), published, converged, converged-dsa, quick")
+    e.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write the accuracies as TensorBoard scalars to DIR")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     common(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -386,10 +557,21 @@ def build_parser() -> argparse.ArgumentParser:
     common(b)
     b.set_defaults(func=cmd_baseline)
 
+    r = sub.add_parser("report", help="one self-contained HTML report of run folders")
+    r.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or summary folders)")
+    r.add_argument("--out", required=True, help="the HTML file to write")
+    r.add_argument("--title", default=None)
+    r.add_argument("--no-real", action="store_true",
+                   help="do not load the real data (graph / recommender drawings compare with it)")
+    r.set_defaults(func=cmd_report)
+
     s = sub.add_parser("show", help="describe a summary; export a PNG grid or .npz")
     s.add_argument("summary")
     s.add_argument("--png", default=None)
     s.add_argument("--npz", default=None)
+    s.add_argument("--csv", default=None, help="tabular summaries: write the decoded rows here")
+    s.add_argument("--rows", type=int, default=3, help="text/tabular: examples shown per class")
+    s.add_argument("--data-dir", default=None, help="text summaries: where the dataset is")
     s.set_defaults(func=cmd_show)
 
     ls = sub.add_parser("list", help="list methods, datasets, models, coresets, protocols")
@@ -405,6 +587,11 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--quiet", action="store_true")
     common(dm, data=False)
     dm.set_defaults(func=cmd_demo)
+    ap = sub.add_parser("app", help="applications of summaries (continual learning, NAS, ...)",
+                        description="datadistill app NAME [options]; NAME --help lists its options")
+    ap.add_argument("app", metavar="NAME", help="one of: " + ", ".join(app_names()))
+    ap.add_argument("rest", nargs=argparse.REMAINDER, help="the application's own options")
+    ap.set_defaults(func=cmd_app)
     return p
 
 
