@@ -14,3 +14,6 @@ for _m in pkgutil.iter_modules(__path__):
 def create_distiller(name: str, preset: str | None = None, **params) -> Distiller:
     """Method ``name`` from a named preset plus parameter overrides (unknown keys rejected)."""
     return DISTILLERS.get(name).from_config(preset, **params)
+
+
+from ..apps import privacy as _privacy  # noqa: E402,F401 (registers dp-dm and dp-dc, apps/privacy.py)

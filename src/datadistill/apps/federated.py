@@ -1,0 +1,564 @@
+"""Federated learning with data summaries: send summaries, not models (the survey's §4).
+
+N simulated clients hold disjoint parts of the training split: IID (a random equal split) or
+non-IID by label (Dirichlet(alpha) class proportions per client, Hsu et al. 2019; alpha 0.1 is
+very skewed, 1.0 mildly). Two ways to a server model:
+
+- **one-shot summaries**: every client distills its own data with any registered method (DM
+  by default) or picks a baseline subset (``random``, ``herding``, ``kcenter``), at ``ipc``
+  examples per class *that it holds at least ``ipc`` of* (rarer classes stay home), and uploads
+  the summary once; the server trains fresh networks on the union with the evaluation protocol
+  (``fast``: 300 epochs, DSA), as "one-shot FL by dataset distillation" proposes (Zhou et al.
+  2020 "Distilled One-Shot Federated Learning"; Song et al. 2023 "FedD3"). The clients'
+  random networks (DM) are drawn locally from the seed: nothing is downloaded.
+- **FedAvg** (McMahan et al. 2017): every round each client starts from the global model,
+  trains ``local_epochs`` of SGD on its data, and the server averages the models weighted by
+  the clients' example counts. ``backend="flwr"`` runs the same rounds through Flower's
+  ``FedAvg`` strategy and ``NumPyClient`` API, in process (no Ray, no network); ``"plain"`` is
+  this module's loop, which computes the same average (checked against Flower in the tests).
+
+Communicated bytes: FedAvg sends the model down and up once per client per round (float32
+parameters and buffers); one-shot sends each summary's stored bytes up once. Compared at equal
+rounds (one round) and at equal bytes (FedAvg after as many rounds as the summaries' bytes buy).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..data.base import RealData
+from ..errors import ConfigError
+from ..runtime import RunOptions, derive_seed, make_generator
+from . import _common as C
+
+BACKENDS = ("auto", "plain", "flwr")
+
+
+# -- splits ---------------------------------------------------------------------------------------
+def parse_split(spec: str) -> float | None:
+    """``"iid"`` -> None; ``"0.1"`` / ``"dir0.1"`` -> the Dirichlet alpha."""
+    s = str(spec).strip().lower()
+    if s == "iid":
+        return None
+    try:
+        alpha = float(s[3:] if s.startswith("dir") else s)
+    except ValueError:
+        raise ConfigError(f"unknown split {spec!r}: use iid or a Dirichlet alpha (0.1, 1.0)") from None
+    if not alpha > 0:
+        raise ConfigError(f"the Dirichlet alpha must be > 0, got {alpha}")
+    return alpha
+
+
+def split_clients(y: Tensor, num_clients: int, alpha: float | None = None, *, seed: int = 0,
+                  min_size: int = 1, max_tries: int = 100) -> list[Tensor]:
+    """Indices of each client's examples. ``alpha=None``: IID (a random equal split); else per
+    class, Dirichlet(alpha) proportions over the clients, redrawn (up to ``max_tries`` times, as
+    is customary) until every client holds at least ``min_size`` examples."""
+    y = torch.as_tensor(y).cpu()
+    n = int(y.numel())
+    if num_clients < 1:
+        raise ConfigError(f"need at least one client, got {num_clients}")
+    if n < num_clients * min_size:
+        raise ConfigError(f"{n} training examples cannot give {num_clients} clients "
+                          f"{min_size} example(s) each: use fewer clients")
+    rng = np.random.default_rng(derive_seed(seed, 7))
+    if alpha is None:
+        perm = torch.from_numpy(rng.permutation(n))
+        return [p.sort().values for p in torch.tensor_split(perm, num_clients)]
+    classes = sorted(int(c) for c in torch.unique(y))
+    for _ in range(max_tries):
+        parts: list[list[int]] = [[] for _ in range(num_clients)]
+        for c in classes:
+            idx = torch.nonzero(y == c).flatten().numpy()
+            idx = idx[rng.permutation(len(idx))]
+            p = rng.dirichlet(np.full(num_clients, alpha))
+            cuts = (np.cumsum(p)[:-1] * len(idx)).astype(int)
+            for k, chunk in enumerate(np.split(idx, cuts)):
+                parts[k].extend(chunk.tolist())
+        sizes = [len(p) for p in parts]
+        if min(sizes) >= min_size:
+            return [torch.tensor(sorted(p), dtype=torch.long) for p in parts]
+    raise ConfigError(f"a Dirichlet({alpha:g}) split of {n} examples over {num_clients} clients left "
+                      f"a client with fewer than {min_size} example(s) in {max_tries} draws (last "
+                      f"sizes {sorted(sizes)}): use fewer clients or a larger alpha")
+
+
+def describe_split(y: Tensor, parts: Sequence[Tensor], num_classes: int) -> list[list[int]]:
+    """Per client, its example count of each class."""
+    return [torch.bincount(y[p], minlength=num_classes).tolist() for p in parts]
+
+
+# -- one-shot: clients send summaries ---------------------------------------------------------------
+def _globalize(y: Tensor, fmt: str, classes: Sequence[int], k: int) -> Tensor:
+    """Labels of a summary made on a client's classes (0..m-1) -> labels over all k classes."""
+    cls = torch.tensor(list(classes), device=y.device)
+    if fmt == "hard":
+        return cls[y]
+    fill = -30.0 if fmt == "soft" else 0.0  # soft labels are logits: absent classes ~ 0 mass
+    out = torch.full((y.shape[0], k), fill, dtype=y.dtype, device=y.device)
+    out[:, cls] = y
+    return out
+
+
+def client_summary(real: RealData, idx: Tensor, method: str, ipc: int, *, seed: int,
+                   iterations: int | None = None, preset: str | None = None,
+                   params: dict[str, Any] | None = None,
+                   run: RunOptions | None = None) -> dict[str, Any]:
+    """One client's upload: a summary of the classes it holds at least ``ipc`` examples of
+    (labels mapped back to the global classes), its stored bytes and CPU time. A client with
+    no such class uploads nothing."""
+    k = real.info.num_classes
+    counts = torch.bincount(real.train.y[idx].cpu(), minlength=k)
+    classes = [c for c in range(k) if counts[c] >= ipc]
+    rec = {"classes": classes, "examples": int(len(idx)),
+           "examples_left_home": int(counts.sum() - counts[classes].sum()) if classes else int(len(idx))}
+    if not classes:
+        return {**rec, "x": None, "y": None, "bytes": 0, "cpu_s": 0.0, "label_format": "hard",
+                "lr": None}
+    local = C.train_subset(real, idx, classes=classes)
+    with C.Timer() as t:
+        syn = C.summary_for(local, method, ipc, seed=seed, iterations=iterations, preset=preset,
+                            params=params, run=run)
+    x, y = C.summary_tensors(syn)
+    return {**rec, "x": x.cpu(), "y": _globalize(y, syn.label_format, classes, k).cpu(),
+            "bytes": int(syn.stored_bytes()), "cpu_s": t.cpu, "label_format": syn.label_format,
+            "lr": None if syn.lr is None else float(syn.lr.detach())}
+
+
+def one_shot(real: RealData, parts: Sequence[Tensor], *, method: str = "dm", ipc: int = 10,
+             iterations: int | None = None, preset: str | None = None,
+             params: dict[str, Any] | None = None, model: str = "convnet",
+             protocol: str = "fast", epochs: int | None = None, num_models: int | None = None,
+             seed: int = 0, run: RunOptions | None = None,
+             log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Every client distills its part; the server evaluates the union of the summaries
+    (``epochs`` overrides the protocol's, recorded in the result's protocol)."""
+    import dataclasses
+
+    from ..evaluation import evaluate, get_protocol
+
+    proto = get_protocol(protocol)
+    if epochs is not None:
+        proto = dataclasses.replace(proto, epochs=epochs)
+
+    uploads = []
+    for i, p in enumerate(parts):
+        log(f"one-shot {method}: client {i + 1}/{len(parts)} ({len(p)} examples)")
+        uploads.append(client_summary(real, p, method, ipc, seed=derive_seed(seed, i),
+                                      iterations=iterations, preset=preset, params=params, run=run))
+    sent = [u for u in uploads if u["x"] is not None]
+    if not sent:
+        raise ConfigError(f"no client holds {ipc} examples of any class: lower --ipc")
+    fmts = {u["label_format"] for u in sent}
+    if len(fmts) > 1:
+        raise ConfigError(f"the clients' summaries mix label formats {sorted(fmts)}")
+    lrs = [u["lr"] for u in sent if u["lr"] is not None]
+    union = C.TensorSet(real.info, torch.cat([u["x"] for u in sent]),
+                        torch.cat([u["y"] for u in sent]), label_format=fmts.pop(),
+                        lr=float(np.mean(lrs)) if lrs else None,
+                        meta={"method": f"one-shot {method}"})
+    log(f"one-shot {method}: server trains on the union ({union.num_examples} examples)")
+    with C.Timer() as t:
+        rep = evaluate(union, real, models=(model,), protocol=proto, num_models=num_models,
+                       seed=seed, run=run)
+    r = rep.results[model]
+    covered = sorted({int(c) for c in union.class_ids.tolist()})
+    return {"accuracy": r["mean"], "std": r["std"], "accs": r["accs"],
+            "bytes": sum(u["bytes"] for u in uploads), "rounds": 1,
+            "examples": union.num_examples, "classes_covered": covered,
+            "examples_left_home": sum(u["examples_left_home"] for u in uploads),
+            "client_cpu_s": sum(u["cpu_s"] for u in uploads), "server_cpu_s": t.cpu,
+            "per_client": [{k: v for k, v in u.items() if k not in ("x", "y")} for u in uploads],
+            "protocol": rep.protocol}
+
+
+# -- FedAvg -----------------------------------------------------------------------------------------
+def model_bytes(net: nn.Module) -> int:
+    """Bytes of one model transfer: every parameter and buffer at its dtype."""
+    return sum(t.numel() * t.element_size() for t in net.state_dict().values())
+
+
+def weighted_average(states: Sequence[dict[str, Tensor]], weights: Sequence[int]) -> dict[str, Tensor]:
+    """sum_k (n_k / n) state_k, in client order, as Flower's ``aggregate_inplace`` computes it
+    (each factor in float64, the products and the sum at the tensor's dtype). Integer buffers
+    (e.g. batch norm's counter) take the first client's value."""
+    total = float(sum(weights))
+    out = {}
+    for key, first in states[0].items():
+        if not first.is_floating_point():
+            out[key] = first.clone()
+            continue
+        acc = None
+        for s, n in zip(states, weights):
+            term = (s[key].double() * (n / total)).to(first.dtype)
+            acc = term if acc is None else acc + term
+        out[key] = acc
+    return out
+
+
+class _Trainer:
+    """Local training of one client: ``local_epochs`` of SGD from the given weights."""
+
+    def __init__(self, net: nn.Module, x: Tensor, y: Tensor, *, local_epochs: int, lr: float,
+                 momentum: float, weight_decay: float, batch_size: int, seed: int,
+                 precision: str):
+        self.net, self.x, self.y = net, x, y
+        self.kw = dict(epochs=local_epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                       batch_size=batch_size, decay_at=None, precision=precision)
+        self.seed = seed
+
+    def fit(self, state: dict[str, Tensor], rnd: int) -> dict[str, Tensor]:
+        from ..train import train_model
+        self.net.load_state_dict(state)
+        train_model(self.net, self.x, self.y, generator=make_generator(derive_seed(self.seed, rnd)),
+                    **self.kw)
+        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+
+def _flwr_rounds(trainers: Sequence[_Trainer], init: dict[str, Tensor], rounds: int,
+                 on_round: Callable[[int, dict[str, Tensor]], None]) -> None:
+    """FedAvg through Flower's strategy and client API, driven in process."""
+    import flwr.client
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server.client_manager import SimpleClientManager
+    from flwr.server.client_proxy import ClientProxy
+    from flwr.server.strategy import FedAvg
+
+    keys = list(init)
+
+    def to_state(arrays) -> dict[str, Tensor]:
+        return {k: torch.from_numpy(np.array(a)).to(init[k].device) for k, a in zip(keys, arrays)}
+
+    class Client(flwr.client.NumPyClient):
+        def __init__(self, trainer: _Trainer):
+            self.trainer = trainer
+
+        def fit(self, parameters, config):
+            state = self.trainer.fit(to_state(parameters), int(config["round"]))
+            return [state[k].cpu().numpy() for k in keys], len(self.trainer.y), {}
+
+    class Proxy(ClientProxy):  # in process: calls the client directly
+        def __init__(self, cid: str, client):
+            super().__init__(cid)
+            self.client = client.to_client()
+
+        def fit(self, ins, timeout, group_id):
+            return self.client.fit(ins)
+
+        def get_properties(self, ins, timeout, group_id):
+            raise NotImplementedError
+
+        def get_parameters(self, ins, timeout, group_id):
+            raise NotImplementedError
+
+        def evaluate(self, ins, timeout, group_id):
+            raise NotImplementedError
+
+        def reconnect(self, ins, timeout, group_id):
+            raise NotImplementedError
+
+    n = len(trainers)
+    strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n,
+                      min_evaluate_clients=0, min_available_clients=n,
+                      on_fit_config_fn=lambda r: {"round": r},
+                      fit_metrics_aggregation_fn=lambda metrics: {},
+                      initial_parameters=ndarrays_to_parameters([v.cpu().numpy() for v in init.values()]))
+    manager = SimpleClientManager()
+    for i, t in enumerate(trainers):
+        manager.register(Proxy(f"{i:06d}", Client(t)))
+    params = strategy.initialize_parameters(manager)
+    for r in range(1, rounds + 1):
+        todo = sorted(strategy.configure_fit(r, params, manager), key=lambda pi: pi[0].cid)
+        results = [(proxy, proxy.fit(ins, None, r)) for proxy, ins in todo]
+        params, _ = strategy.aggregate_fit(r, results, [])
+        on_round(r, to_state(parameters_to_ndarrays(params)))
+
+
+def fedavg(real: RealData, parts: Sequence[Tensor], *, rounds: int = 10, local_epochs: int = 1,
+           lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4,
+           batch_size: int = 64, model: str = "convnet", seed: int = 0,
+           run: RunOptions | None = None, backend: str = "auto",
+           log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """FedAvg with every client in every round; the global model's test accuracy after each
+    round and the cumulative communicated bytes (down + up)."""
+    from .. import perf
+    from ..models import create_model
+    from ..train import accuracy
+
+    backend = resolve_backend(backend)
+    if rounds < 1 or local_epochs < 1:
+        raise ConfigError(f"rounds and local epochs must be >= 1, got {rounds}, {local_epochs}")
+    run = perf.resolve(run)
+    dev = torch.device(run.device)
+    net = create_model(model, real.info, generator=make_generator(derive_seed(seed, 0)),
+                       device=dev, fused=run.fused)
+    per_model = model_bytes(net)
+    test = real.test.to(dev)
+    trainers = [_Trainer(copy.deepcopy(net), real.train.x[p].to(dev), real.train.y[p].to(dev),
+                         local_epochs=local_epochs, lr=lr, momentum=momentum,
+                         weight_decay=weight_decay, batch_size=batch_size,
+                         seed=derive_seed(seed, 1, i), precision=run.precision)
+                 for i, p in enumerate(parts)]
+    sizes = [len(p) for p in parts]
+    curve = [{"round": 0, "accuracy": 100.0 * accuracy(net, test.x, test.y), "bytes": 0,
+              "cpu_s": 0.0}]
+    c0 = C.cpu_seconds()
+    with C.Timer() as t:
+        def on_round(r: int, state: dict[str, Tensor]) -> None:
+            net.load_state_dict(state)
+            acc = 100.0 * accuracy(net, test.x, test.y, precision=run.precision)
+            curve.append({"round": r, "accuracy": acc, "bytes": r * 2 * len(parts) * per_model,
+                          "cpu_s": C.cpu_seconds() - c0})
+            log(f"FedAvg ({backend}) round {r}/{rounds}: {acc:.2f} %")
+
+        init = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if backend == "flwr":
+            _flwr_rounds(trainers, init, rounds, on_round)
+        else:
+            state = init
+            for r in range(1, rounds + 1):
+                state = weighted_average([tr.fit(state, r) for tr in trainers], sizes)
+                on_round(r, state)
+    return {"curve": curve, "model_bytes": per_model, "backend": backend, "cpu_s": t.cpu,
+            "final_state": {k: v.cpu() for k, v in net.state_dict().items()}}
+
+
+def have_flwr() -> bool:
+    try:
+        import flwr.server.strategy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown FedAvg backend {backend!r}; known: {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "flwr" if have_flwr() else "plain"
+    if backend == "flwr" and not have_flwr():
+        raise ConfigError("the FedAvg backend 'flwr' needs `pip install flwr`")
+    return backend
+
+
+# -- the comparison ------------------------------------------------------------------------------
+def compare(shot: dict[str, Any], curve: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """FedAvg at one round, at its last round, at the one-shot's bytes, and the rounds (bytes)
+    it needs to reach the one-shot accuracy."""
+    within = [c for c in curve if c["bytes"] <= shot["bytes"]]
+    at_bytes = within[-1]
+    reach = next((c for c in curve[1:] if c["accuracy"] >= shot["accuracy"]), None)
+    return {"fedavg_round1": curve[1]["accuracy"] if len(curve) > 1 else math.nan,
+            "fedavg_last": curve[-1]["accuracy"], "fedavg_rounds": curve[-1]["round"],
+            "fedavg_at_equal_bytes": at_bytes["accuracy"],
+            "fedavg_rounds_at_equal_bytes": at_bytes["round"],
+            "fedavg_round_bytes": curve[1]["bytes"] if len(curve) > 1 else None,
+            "rounds_to_match": None if reach is None else reach["round"],
+            "bytes_to_match": None if reach is None else reach["bytes"]}
+
+
+def run_federated(real: RealData, *, splits: Sequence[str] = ("iid", "1.0", "0.1"),
+                  clients: int = 10, method: str = "dm", ipc: int = 10,
+                  iterations: int | None = None, preset: str | None = None,
+                  params: dict[str, Any] | None = None, rounds: int = 10, local_epochs: int = 1,
+                  local_lr: float = 0.01, batch_size: int = 64, model: str = "convnet",
+                  protocol: str = "fast", epochs: int | None = None,
+                  num_models: int | None = None, seed: int = 0, backend: str = "auto",
+                  run: RunOptions | None = None,
+                  log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Both ways to a server model on every split; the results record."""
+    if real.info.modality != "image":
+        raise ConfigError(f"the federated app runs on image data; {real.info.name} is "
+                          f"{real.info.modality}")
+    if ipc < 1:
+        raise ConfigError(f"ipc must be >= 1, got {ipc}")
+    backend = resolve_backend(backend)
+    alphas = {s: parse_split(s) for s in splits}
+    out: dict[str, Any] = {}
+    for s, alpha in alphas.items():
+        parts = split_clients(real.train.y, clients, alpha, seed=seed)
+        log(f"split {s}: client sizes {[len(p) for p in parts]}")
+        shot = one_shot(real, parts, method=method, ipc=ipc, iterations=iterations, preset=preset,
+                        params=params, model=model, protocol=protocol, epochs=epochs,
+                        num_models=num_models, seed=seed, run=run, log=log)
+        fa = fedavg(real, parts, rounds=rounds, local_epochs=local_epochs, lr=local_lr,
+                    batch_size=batch_size, model=model, seed=seed, run=run, backend=backend,
+                    log=log)
+        fa.pop("final_state")
+        out[s] = {"alpha": alpha, "client_sizes": [len(p) for p in parts],
+                  "client_classes": describe_split(real.train.y.cpu(), parts, real.info.num_classes),
+                  "one_shot": shot, "fedavg": fa, "compare": compare(shot, fa["curve"])}
+    settings = {"dataset": real.info.name, "train_examples": len(real.train), "clients": clients,
+                "method": method, "ipc": ipc, "iterations": iterations, "preset": preset,
+                "params": params or {}, "rounds": rounds, "local_epochs": local_epochs,
+                "local_lr": local_lr, "batch_size": batch_size, "model": model,
+                "protocol": protocol, "epochs": epochs, "num_models": num_models, "seed": seed,
+                "backend": backend,
+                "bytes": "FedAvg: model down + up per client per round (float32 parameters and "
+                         "buffers); one-shot: the summaries' stored bytes, up once"}
+    return {"settings": settings, "splits": out}
+
+
+# -- output -----------------------------------------------------------------------------------------
+def _mb(b: float | None) -> str:
+    return "-" if b is None else f"{b / 1e6:.2f}"
+
+
+def results_table(res: dict[str, Any]) -> str:
+    st = res["settings"]
+    heads = ["split", f"one-shot {st['method']} %", "MB", "FedAvg 1 round %", "MB/round",
+             f"FedAvg {st['rounds']} rounds %", "FedAvg at equal MB %", "rounds to match"]
+    rows = []
+    for s, r in res["splits"].items():
+        o, c = r["one_shot"], r["compare"]
+        rows.append([s, f"{o['accuracy']:.2f} ± {o['std']:.2f}", _mb(o["bytes"]),
+                     f"{c['fedavg_round1']:.2f}", _mb(c["fedavg_round_bytes"]),
+                     f"{c['fedavg_last']:.2f}",
+                     f"{c['fedavg_at_equal_bytes']:.2f} ({c['fedavg_rounds_at_equal_bytes']} rounds)",
+                     "-" if c["rounds_to_match"] is None else
+                     f"{c['rounds_to_match']} ({_mb(c['bytes_to_match'])} MB)"])
+    return C.text_table(heads, rows)
+
+
+def plot(res: dict[str, Any], path) -> Any:
+    fig, (ax_b, ax_r) = C.figure(2)
+    for i, (s, r) in enumerate(res["splits"].items()):
+        color = f"C{i}"
+        curve = r["fedavg"]["curve"][1:]
+        label = "IID" if r["alpha"] is None else f"Dir({r['alpha']:g})"
+        ax_b.plot([c["bytes"] for c in curve], [c["accuracy"] for c in curve], "-o", ms=3,
+                  color=color, label=f"FedAvg, {label}")
+        o = r["one_shot"]
+        ax_b.errorbar([o["bytes"]], [o["accuracy"]], yerr=[o["std"]], fmt="*", ms=12,
+                      color=color, label=f"one-shot {res['settings']['method']}, {label}")
+        ax_r.plot([c["round"] for c in curve], [c["accuracy"] for c in curve], "-o", ms=3,
+                  color=color, label=f"FedAvg, {label}")
+        ax_r.errorbar([1], [o["accuracy"]], yerr=[o["std"]], fmt="*", ms=12, color=color)
+    ax_b.set_xscale("log")
+    ax_b.set_xlabel("communicated bytes (down + up)")
+    ax_r.set_xlabel("communication rounds (one-shot = 1)")
+    for ax in (ax_b, ax_r):
+        ax.set_ylabel("test accuracy %")
+        ax.grid(alpha=0.3)
+    ax_b.legend(fontsize=7)
+    st = res["settings"]
+    fig.suptitle(f"{st['dataset']}: {st['clients']} clients, IPC {st['ipc']}, {st['model']}",
+                 fontsize=10)
+    return C.save_figure(fig, path)
+
+
+def bench_rows(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    st = res["settings"]
+    rows = {}
+    for s, r in res["splits"].items():
+        o, c, fa = r["one_shot"], r["compare"], r["fedavg"]
+        label = "IID" if r["alpha"] is None else f"Dirichlet {r['alpha']:g}"
+        rows[f"one-shot-{st['method']}-{s}"] = {
+            "label": f"one-shot {st['method']} summaries, {label}", "method": st["method"],
+            "dataset": st["dataset"], "budget": {"ipc": st["ipc"]},
+            "accuracy": {"mean": o["accuracy"], "std": o["std"], "n": len(o["accs"])},
+            "protocol": o["protocol"], "stored_bytes": o["bytes"], "iterations_run": st["iterations"],
+            "cpu_s": {"distill": o["client_cpu_s"], "evaluate": o["server_cpu_s"]},
+            "notes": f"{st['clients']} clients; {o['bytes']} bytes up once; server trains on "
+                     f"{o['examples']} examples"}
+        rows[f"fedavg-{s}"] = {
+            "label": f"FedAvg {c['fedavg_rounds']} rounds, {label}", "method": "fedavg",
+            "dataset": st["dataset"], "budget": {},
+            "accuracy": {"mean": c["fedavg_last"], "std": None, "n": 1},
+            "iterations_run": c["fedavg_rounds"],
+            "protocol": {"name": f"FedAvg ({fa['backend']})", "epochs": st["local_epochs"]},
+            "cpu_s": {"distill": fa["cpu_s"], "evaluate": None},
+            "notes": f"{st['clients']} clients, {st['local_epochs']} local epoch(s)/round, "
+                     f"{fa['model_bytes'] * 2 * st['clients']} bytes/round; at the one-shot's "
+                     f"bytes: {c['fedavg_at_equal_bytes']:.2f} % "
+                     f"({c['fedavg_rounds_at_equal_bytes']} rounds); after 1 round "
+                     f"{c['fedavg_round1']:.2f} %"}
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="datadistill app federated",
+                                description="one-shot federated learning with data summaries "
+                                            "against FedAvg")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--clients", type=int, default=10)
+    p.add_argument("--splits", default="iid,1.0,0.1",
+                   help="comma-separated: iid and/or Dirichlet alphas (default iid,1.0,0.1)")
+    p.add_argument("--method", default="dm", help="a method, or random / herding / kcenter")
+    p.add_argument("--ipc", type=int, default=10, help="summary examples per class per client")
+    p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--preset", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--local-epochs", type=int, default=1)
+    p.add_argument("--local-lr", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, default=64, help="FedAvg local batch size")
+    p.add_argument("--model", default="convnet")
+    p.add_argument("--protocol", default="fast", help="the server's training on the summaries")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override the server protocol's epochs (a stated reduction)")
+    p.add_argument("--num-models", type=int, default=None)
+    p.add_argument("--train-per-class", type=int, default=None,
+                   help="use at most N training examples per class (a stated reduction)")
+    p.add_argument("--fedavg-backend", choices=BACKENDS, default="auto",
+                   help="flwr: Flower's FedAvg strategy in process (auto when installed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="results JSON (benchmark schema)")
+    p.add_argument("--png", default=None, help="the plot (default: beside --out)")
+    p.add_argument("--quiet", action="store_true")
+    C.add_run_arguments(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pathlib import Path
+
+    from .. import perf
+    from ..data import load_dataset
+
+    args = build_parser().parse_args(argv)
+    log = C.progress_printer(args.quiet)
+    run = C.run_options(args)
+    with perf.activate(run), C.Timer() as total:
+        real = C.per_class_subset(load_dataset(args.dataset, data_dir=args.data_dir),
+                                  args.train_per_class, seed=args.seed)
+        res = run_federated(real, splits=[s for s in args.splits.split(",") if s.strip()],
+                            clients=args.clients, method=args.method, ipc=args.ipc,
+                            iterations=args.iterations, preset=args.preset,
+                            params=C.parse_sets(args.set), rounds=args.rounds,
+                            local_epochs=args.local_epochs, local_lr=args.local_lr,
+                            batch_size=args.batch_size, model=args.model, protocol=args.protocol,
+                            epochs=args.epochs,
+                            num_models=args.num_models, seed=args.seed,
+                            backend=args.fedavg_backend, run=run, log=log)
+    st = res["settings"]
+    print(f"federated {st['dataset']} ({st['train_examples']} training examples): {st['clients']} "
+          f"clients; one-shot {st['method']} IPC {st['ipc']} per client, server: {st['protocol']} "
+          f"protocol; FedAvg ({st['backend']}): {st['rounds']} rounds x {st['local_epochs']} local "
+          f"epoch(s), lr {st['local_lr']}, batch {st['batch_size']}; CPU {total.cpu:.0f} s")
+    print(results_table(res))
+    png = Path(args.png) if args.png else (Path(args.out).with_suffix(".png") if args.out
+                                           else Path("federated.png"))
+    print(f"plot: {plot(res, png)}")
+    if args.out:
+        rows = bench_rows(res)
+        path = C.write_bench_results(
+            args.out, suite=Path(args.out).stem, threads=run.threads,
+            title=f"Federated learning: one-shot summaries vs FedAvg ({st['dataset']})",
+            notes=f"`datadistill app federated`. {st['bytes']}. CPU total {total.cpu:.0f} s.",
+            rows=rows)
+        import json
+        data = json.loads(path.read_text())
+        data["app"] = {"settings": st, "splits": res["splits"], "cpu_s": total.cpu,
+                       "wall_s": total.wall, "plot": str(png)}
+        C.write_json(path, data)
+        print(f"results: {path}")
+    return 0
