@@ -34,6 +34,18 @@ method = "dm"
 preset = "tiny"
 ipc = 2
 timed = 2
+repeats = 2
+run = {threads = 1, fused = false}
+
+[[rows]]
+id = "ext-speed"
+kind = "speed"
+method = "dm"
+ipc = 2
+timed = 2
+repeats = 2
+external = "python -c 'import json; print(json.dumps({\\"marks\\": [[0, 0], [1, 1], [3, 2], [4, 3]], \\"peak_rss_bytes\\": 7, \\"info\\": {\\"program\\": \\"a stand-in\\"}}))'"
+vs = "dm-speed"
 """
 
 
@@ -67,6 +79,45 @@ def test_results_file_schema(bench):
     speed = data["rows"]["dm-speed"]
     assert speed["status"] == "done" and speed["iterations_timed"] == 2
     assert speed["cpu_s_per_iter"]["median"] > 0 and speed["peak_rss_bytes"] > 0
+
+
+def test_run_options_are_apart_from_parameters_and_recorded_resolved(bench):
+    """A row's ``run`` table is ``RunOptions`` (never method parameters); every record keeps what
+    ``auto`` resolved to, for distillation and evaluation."""
+    rows = json.loads((bench / "results" / "tiny.json").read_text())["rows"]
+    acc, speed = rows["dm-ipc2"], rows["dm-speed"]
+    for resolved in (acc["run_resolved"]["distill"], acc["run_resolved"]["evaluate"],
+                     speed["run_resolved"]):
+        assert resolved["device"] == "cpu" and resolved["fused"] in (True, False)
+        assert resolved["compile"] in (True, False) and resolved["allocator"] in ("tuned", "default")
+    assert speed["run"] == {"threads": 1, "fused": False} and speed["run_resolved"]["fused"] is False
+    assert "fused" not in speed["params"]  # not a method parameter
+
+
+def test_repeated_rows_alternate_and_pool_their_rounds(bench):
+    """``repeats = 2``: two rounds per row (round 1 of every row, then round 2), timed iterations
+    pooled, per-round medians and their spread kept; an ``external`` row is timed by the command's
+    own marks."""
+    rows = json.loads((bench / "results" / "tiny.json").read_text())["rows"]
+    speed, ext = rows["dm-speed"], rows["ext-speed"]
+    assert len(speed["rounds"]) == 2 and len(speed["cpu_s_per_iter"]["all"]) == 4
+    assert len(speed["cpu_s_per_iter"]["round_medians"]) == 2
+    assert speed["rounds"][0]["date"] <= rows["ext-speed"]["rounds"][0]["date"] \
+        <= speed["rounds"][1]["date"]
+    # marks 0, 1, 3, 4 s: iterations of 1, 2, 1 s; warm-up 1 -> timed [2, 1] in each round
+    assert ext["cpu_s_per_iter"]["all"] == [2, 1, 2, 1] and ext["cpu_s_per_iter"]["median"] == 1.5
+    assert ext["peak_rss_bytes"] == 7 and ext["provenance"] == {"program": "a stand-in"}
+
+
+def test_old_speed_flags_are_not_method_parameters(tmp_path):
+    (tmp_path / "s.toml").write_text('[[rows]]\nid = "r"\nmethod = "dc"\ndataset = "digits"\n'
+                                     'ipc = 1\nset = {fused = true}\n')
+    with pytest.raises(SuiteError, match="fused"):
+        load_suite(tmp_path / "s.toml")
+    (tmp_path / "s.toml").write_text('[[rows]]\nid = "r"\nmethod = "dc"\ndataset = "digits"\n'
+                                     'ipc = 1\nrun = {real_chunk = 4}\n')
+    with pytest.raises(SuiteError, match="real_chunk"):
+        load_suite(tmp_path / "s.toml")
 
 
 def test_resume_reruns_nothing(bench):

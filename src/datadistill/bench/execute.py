@@ -142,6 +142,7 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
         "peak_rss_bytes": max(max(r["distill"]["peak_rss_bytes"], r["evaluate"]["peak_rss_bytes"])
                               for r in per_seed),
         "stored_bytes": first["distill"].get("stored_bytes"),
+        "run_resolved": {"distill": first["distill"].get("run"), "evaluate": first.get("run")},
         "summaries": [r["summary"] for r in per_seed],
         "seeds": [{"seed": r["seed"], "iterations": r["distill"]["iterations"],
                    "distill_cpu_s": r["distill"]["cpu_s"], "evaluate_cpu_s": r["evaluate"]["cpu_s"],
@@ -149,7 +150,9 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
     }
 
 
-def _speed_row(row: Row, runner) -> dict[str, Any]:
+def _speed_row(row: Row, runner, layout: res.Layout) -> dict[str, Any]:
+    if runner.is_out_of_process(row):
+        return _external_speed_row(row, runner, layout)
     real = runner.load_real(row)
     marks: list[tuple[float, float]] = []
     rss_before = current_rss_bytes()
@@ -164,7 +167,22 @@ def _speed_row(row: Row, runner) -> dict[str, Any]:
             "wall_s_per_iter": {"median": round(statistics.median(wall), 4) if wall else None,
                                 "all": [round(x, 4) for x in wall]},
             "peak_rss_bytes": peak_rss_bytes(), "rss_before_bytes": rss_before,
-            "params": info["params"], "vs": row.vs}
+            "params": info["params"], "run_resolved": info["run"], "vs": row.vs}
+
+
+def _external_speed_row(row: Row, runner, layout: res.Layout) -> dict[str, Any]:
+    """A ``commit`` / ``external`` row: the subprocess measures itself (``time_external``)."""
+    out = runner.time_external(row, layout.root)
+    cpu, wall = out["cpu"][row.warmup:], out["wall"][row.warmup:]
+    return {"iterations_timed": len(cpu), "warmup": row.warmup,
+            "cpu_s_per_iter": {"median": round(statistics.median(cpu), 4) if cpu else None,
+                               "all": [round(x, 4) for x in cpu]},
+            "wall_s_per_iter": {"median": round(statistics.median(wall), 4) if wall else None,
+                                "all": [round(x, 4) for x in wall]},
+            "peak_rss_bytes": out["peak_rss_bytes"], "rss_before_bytes": None,
+            "params": (out["info"] or {}).get("params"), "run_resolved": None,
+            "provenance": {k: v for k, v in out["info"].items() if k != "params"},
+            "commit": row.commit, "external": row.external, "vs": row.vs}
 
 
 def run_row(suite_path: Path, row_id: str, layout: res.Layout, resume: bool) -> dict[str, Any]:
@@ -174,9 +192,9 @@ def run_row(suite_path: Path, row_id: str, layout: res.Layout, resume: bool) -> 
     suite = load_suite(suite_path, check=False)
     row = suite.row(row_id)
     runner.check_row(row)
-    runner.run_options(row)  # threads and allocator, before anything is measured
+    runner.prepare_process(row)  # threads and allocator, before anything is measured
     env = describe(layout.root, runner.thread_count())
-    body = _speed_row(row, runner) if row.kind == "speed" else \
+    body = _speed_row(row, runner, layout) if row.kind == "speed" else \
         _accuracy_row(row, suite.name, layout, resume, runner)
     record = {"id": row.id, "kind": row.kind, "status": "done", "declared": row.declared(),
               "method": row.method, "label": row.label or row.method, "dataset": row.dataset,
@@ -199,43 +217,79 @@ def _child_env(row: Row) -> dict[str, str]:
     return env
 
 
+def _fold_round(prev: dict[str, Any] | None, rec: dict[str, Any], repeats: int) -> dict[str, Any]:
+    """A repeated speed row's record after one more round: every round's timed iterations
+    pooled (median over all), each round's median and the spread between rounds kept."""
+    rounds = list((prev or {}).get("rounds") or []) + [{
+        "cpu_s_per_iter": rec["cpu_s_per_iter"]["all"], "wall_s_per_iter": rec["wall_s_per_iter"]["all"],
+        "peak_rss_bytes": rec["peak_rss_bytes"], "date": (rec.get("env") or {}).get("date")}]
+
+    def pooled(key):
+        vals = [x for r in rounds for x in r[key]]
+        meds = [round(statistics.median(r[key]), 4) for r in rounds if r[key]]
+        return {"median": round(statistics.median(vals), 4) if vals else None, "all": vals,
+                "round_medians": meds,
+                "spread": round((max(meds) - min(meds)) / statistics.median(meds), 4) if meds else None}
+
+    return {**rec, "rounds": rounds, "repeats": repeats,
+            "cpu_s_per_iter": pooled("cpu_s_per_iter"), "wall_s_per_iter": pooled("wall_s_per_iter"),
+            "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rounds),
+            "status": "done" if len(rounds) >= repeats else "running"}
+
+
 def run_suite(suite: Suite, layout: res.Layout, *, resume: bool = False,
               only: Iterable[str] | None = None, log: Callable[[str], None] = print) -> int:
-    """Run the suite's rows (``only``: just those); returns the number of failed rows."""
+    """Run the suite's rows (``only``: just those); returns the number of failed rows. Rows
+    with ``repeats > 1`` run round by round: round 1 of every row, then round 2, ... so that the
+    variants a speed suite compares alternate in time."""
     wanted = [suite.row(r).id for r in only] if only else [r.id for r in suite.rows]
     path = layout.results_file(suite.name)
     old = res.load_results(path)
     data = res.new_results(suite, describe(layout.root))
     if old is not None and (resume or only):
         data["rows"] = {k: v for k, v in old["rows"].items() if k in {r.id for r in suite.rows}}
-    failed = 0
-    for row in suite.rows:
-        if row.id not in wanted:
-            continue
-        prev = data["rows"].get(row.id)
-        if resume and prev is not None and prev.get("status") == "done":
-            log(f"[bench] {suite.name}/{row.id}: done, skipped")
-            continue
-        if not resume and layout.run_dir(suite.name, row.id).exists():
-            shutil.rmtree(layout.run_dir(suite.name, row.id))
-        data["rows"][row.id] = {"id": row.id, "kind": row.kind, "status": "running",
-                                "declared": row.declared()}
-        res.save_results(path, data)
-        log(f"[bench] {suite.name}/{row.id}: {row.kind} {row.method} on {row.dataset} "
-            f"{row.budget} ...")
-        cmd = [sys.executable, "-m", "datadistill.bench", "--bench-dir", str(layout.root),
-               "_row", str(suite.path), row.id] + (["--resume"] if resume else [])
-        proc = subprocess.run(cmd, env=_child_env(row), capture_output=True, text=True)
-        record_file = layout.run_dir(suite.name, row.id) / "record.json"
-        if proc.returncode == 0 and record_file.exists():
-            data["rows"][row.id] = json.loads(record_file.read_text())
-            log(f"[bench] {suite.name}/{row.id}: done")
-        else:
-            failed += 1
-            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-15:]
-            data["rows"][row.id].update({"status": "failed", "error": "\n".join(tail)})
-            log(f"[bench] {suite.name}/{row.id}: FAILED (exit {proc.returncode})\n  "
-                + "\n  ".join(tail))
-        res.save_results(path, data)
+    failed: set[str] = set()
+    rounds = max((r.repeats for r in suite.rows if r.id in wanted), default=1)
+    for rnd in range(rounds):
+        for row in suite.rows:
+            if row.id not in wanted or rnd >= row.repeats or row.id in failed:
+                continue
+            prev = data["rows"].get(row.id)
+            if resume and prev is not None and prev.get("status") == "done":
+                if rnd == 0:
+                    log(f"[bench] {suite.name}/{row.id}: done, skipped")
+                continue
+            done_rounds = len((prev or {}).get("rounds") or [])
+            if row.repeats > 1 and (resume or rnd > 0) and rnd < done_rounds:
+                continue  # this round is in the record already
+            if rnd == 0 and not (resume and done_rounds):
+                if not resume and layout.run_dir(suite.name, row.id).exists():
+                    shutil.rmtree(layout.run_dir(suite.name, row.id))
+                prev = None
+                data["rows"][row.id] = {"id": row.id, "kind": row.kind, "status": "running",
+                                        "declared": row.declared()}
+                res.save_results(path, data)
+            tag = f" (round {rnd + 1} of {row.repeats})" if row.repeats > 1 else ""
+            log(f"[bench] {suite.name}/{row.id}{tag}: {row.kind} {row.method} on {row.dataset} "
+                f"{row.budget} ...")
+            cmd = [sys.executable, "-m", "datadistill.bench", "--bench-dir", str(layout.root),
+                   "_row", str(suite.path), row.id] + (["--resume"] if resume else [])
+            record_file = layout.run_dir(suite.name, row.id) / "record.json"
+            record_file.unlink(missing_ok=True)  # (a previous round's)
+            proc = subprocess.run(cmd, env=_child_env(row), capture_output=True, text=True)
+            if proc.returncode == 0 and record_file.exists():
+                rec = json.loads(record_file.read_text())
+                if row.repeats > 1:
+                    rec = _fold_round(prev if prev and prev.get("rounds") else None, rec, row.repeats)
+                data["rows"][row.id] = rec
+                log(f"[bench] {suite.name}/{row.id}{tag}: done")
+            else:
+                failed.add(row.id)
+                tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-15:]
+                data["rows"][row.id] = {**(data["rows"].get(row.id) or {}), "status": "failed",
+                                        "error": "\n".join(tail)}
+                log(f"[bench] {suite.name}/{row.id}: FAILED (exit {proc.returncode})\n  "
+                    + "\n  ".join(tail))
+            res.save_results(path, data)
     log(f"[bench] wrote {path}")
-    return failed
+    return len(failed)

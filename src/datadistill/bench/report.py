@@ -202,16 +202,50 @@ def _speed_table(suite: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
         base = suite["rows"].get(r.get("vs") or "")
         if base and c.get("median") and (base.get("cpu_s_per_iter") or {}).get("median"):
             ratio = f"{base['cpu_s_per_iter']['median'] / c['median']:.2f}× vs {base['id']}"
-        opts = ", ".join(f"{k}={v}" for k, v in (r.get("run") or {}).items()) or "defaults"
+            if base.get("peak_rss_bytes") and r.get("peak_rss_bytes"):
+                ratio += f" (CPU-s {c['median'] / base['cpu_s_per_iter']['median']:.2f}×, " \
+                         f"peak RSS {r['peak_rss_bytes'] / base['peak_rss_bytes']:.2f}× of it)"
+        also = "; ".join(x for x in (_rounds(r), _extra(r.get("extra") or {})) if x != "—") or "—"
         body.append([r["id"], r.get("label") or r.get("method", "?"), r.get("dataset", "?"),
-                     _budget(r.get("budget") or {}), opts, _threads(r),
+                     _budget(r.get("budget") or {}), _run_options(r), _threads(r),
                      _num(c.get("median"), 2) if c.get("median") is not None else "unknown",
                      _num(w.get("median"), 2) if w.get("median") is not None else "unknown",
-                     _gib(r.get("peak_rss_bytes")), ratio, _extra(r.get("extra") or {}),
-                     r.get("status", "?")])
+                     _gib(r.get("peak_rss_bytes")), ratio, also, r.get("status", "?")])
     return _table(["row", "method", "dataset", "budget", "run options", "threads",
                    "CPU-s / iteration (median)", "wall s / iteration (median)", "peak RSS",
                    "speed-up (CPU-s)", "also measured", "status"], body)
+
+
+def _run_options(r: dict[str, Any]) -> str:
+    """What the row asked for and, after the arrow, what ``auto`` resolved to; rows timing an
+    older commit or another program say so."""
+    d = r.get("declared") or {}
+    if r.get("commit") or d.get("commit"):
+        params = ", ".join(f"{k}={v}" for k, v in (d.get("set") or {}).items())
+        preset = f"preset {d['preset']}" if d.get("preset") else ""
+        return (f"library at {str(r.get('commit') or d.get('commit'))[:9]}"
+                + (f" ({', '.join(x for x in (preset, params) if x)})" if preset or params else ""))
+    if r.get("external") or d.get("external"):
+        prov = r.get("provenance") or {}
+        return "external: " + (prov.get("program") or prov.get("repository") or str(d.get("external")))
+    opts = ", ".join(f"{k}={v}" for k, v in (r.get("run") or {}).items() if k != "threads") or "defaults"
+    res = r.get("run_resolved") or {}
+    if not res:
+        return opts
+    got = [f"fused {'on' if res.get('fused') else 'off'}",
+           f"compile {'on' if res.get('compile') else 'off'}", str(res.get("precision", "fp32"))]
+    if res.get("chunk"):
+        got.append(f"chunk {res['chunk']}")
+    return f"{opts} → {', '.join(got)}"
+
+
+def _rounds(r: dict[str, Any]) -> str:
+    meds = (r.get("cpu_s_per_iter") or {}).get("round_medians")
+    if not meds or len(meds) < 2:
+        return "—"
+    spread = (r.get("cpu_s_per_iter") or {}).get("spread")
+    return (f"{len(meds)} alternating rounds, medians {' / '.join(_num(m, 2) for m in meds)}"
+            + (f" (spread {100 * spread:.0f} %)" if spread is not None else ""))
 
 
 def _extra(extra: dict[str, Any]) -> str:
@@ -246,6 +280,12 @@ def _where_table(rows: list[dict[str, Any]]) -> list[str]:
         cmd = src.get("command") or ""
         origin = ", ".join(x for x in (src.get("file"), src.get("commit") and
                                        f"added in {src['commit'][:9]}") if x) or "—"
+        prov = r.get("provenance") or {}
+        if r.get("commit"):
+            origin = f"the library at commit {r['commit']}, timed by `datadistill/bench/legacy.py`"
+        elif prov.get("repository"):
+            origin = (f"{prov['repository']} @ {str(prov.get('commit') or '?')[:9]}: "
+                      f"{prov.get('command') or ''}").strip()
         kept = ", ".join(s["kept"] or f"sha256 {str(s.get('sha256'))[:12]}…, not kept"
                          for s in r.get("summaries") or [] if s) or "—"
         body.append([r["id"], _env(r), f"`{cmd}`" if cmd else "—", origin, kept,

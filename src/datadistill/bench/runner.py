@@ -1,43 +1,73 @@
 """Every call from the benchmark suite into the library, in one place.
 
 The rest of ``datadistill.bench`` never imports the library: it passes ``Row``s here and gets
-plain dicts back. When the library's API moves (``RunOptions``, ``datadistill.evaluation``),
-only this file changes; the spot where speed options are turned into library arguments is
-``run_options`` below.
+plain dicts back. A row's method parameters (``preset``, ``set``, ``iterations``) and its run
+options (``run``: a ``datadistill.runtime.RunOptions`` as a table) stay apart, as in the library:
+``distill(..., run=RunOptions(**row.run))`` and ``evaluate(..., run=...)``; every record keeps
+the *resolved* run options (what ``auto`` became on this machine).
+
+Two kinds of speed row run outside this process (``time_external``), both through one small
+protocol (a command that prints one JSON object, see ``legacy.py``):
+
+- ``commit = "<git commit>"``: the library as of that commit (exported with ``git archive`` into
+  ``bench/runs/_code/<commit>/`` and put first on ``PYTHONPATH``), timed by ``legacy.py`` with
+  that commit's own API (before ``RunOptions``, speed settings were method parameters: they go in
+  ``set`` or ``preset``);
+- ``external = "<command>"``: any other program (e.g. a driver around the authors' code, kept
+  outside the project), named by an environment variable in the suite.
 """
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-#: recommender user-selection baselines (``datadistill.recsys.subsets``), by row method name
-RECSYS_BASELINES = ("random", "active", "herding")
+#: keys of ``RunOptions`` a row's ``run`` table may set (checked again by ``RunOptions`` itself)
+RUN_OPTION_KEYS = ("device", "precision", "threads", "compile", "fused", "channels_last", "chunk",
+                   "workers", "allocator", "release_memory", "fast_norm")
 
 
 # -- names --------------------------------------------------------------------------------------
+def _baseline_names() -> set[str]:
+    from datadistill.baselines.images import CORESETS
+    from datadistill.baselines.recsys import USER_SELECTIONS
+
+    return set(CORESETS.names()) | set(USER_SELECTIONS.names())
+
+
 def is_baseline(method: str) -> bool:
-    from datadistill.coresets import CORESETS
     from datadistill.distillers import DISTILLERS
 
-    return method not in DISTILLERS and (method in CORESETS or method in RECSYS_BASELINES)
+    return method not in DISTILLERS and method in _baseline_names()
+
+
+def is_out_of_process(row) -> bool:
+    """Rows timed by another program: an older commit of the library, or an external command."""
+    return bool(row.commit or row.external)
 
 
 def check_row(row) -> None:
     """Raise the library's own error (it lists the known names) for an unknown method,
-    dataset, preset, parameter or protocol of ``row``."""
-    from datadistill.coresets import CORESETS
+    dataset, preset, parameter, run option or protocol of ``row``."""
     from datadistill.data import DATASETS
     from datadistill.distillers import DISTILLERS
 
-    if row.method not in DISTILLERS and row.method not in CORESETS \
-            and row.method not in RECSYS_BASELINES:
+    if is_out_of_process(row):
+        # another version of the library, or another program: it checks its own names
+        if row.kind != "speed":
+            raise ValueError("commit / external rows are speed rows (kind = \"speed\")")
+        return
+    if row.method not in DISTILLERS and row.method not in _baseline_names():
         raise ValueError(f"unknown method {row.method!r}; known methods: "
                          f"{', '.join(DISTILLERS.names())}; baselines: "
-                         f"{', '.join(sorted(set(CORESETS.names()) | set(RECSYS_BASELINES)))}")
+                         f"{', '.join(sorted(_baseline_names()))}")
     ds = str(row.dataset)
     if ds.lower() not in DATASETS and not (ds.endswith((".npz", ".csv", ".tsv")) or os.sep in ds):
         raise ValueError(f"unknown dataset {ds!r}; known datasets: {', '.join(DATASETS.names())} "
@@ -47,42 +77,29 @@ def check_row(row) -> None:
         cls.from_config(row.preset, **method_params(row))  # unknown preset / parameter -> ConfigError
     elif row.preset or row.set:
         raise ValueError(f"baseline {row.method!r} takes no preset or set")
+    run_options(row)  # unknown / invalid run option -> ConfigError
     if row.kind == "accuracy" and row.protocol not in ("paper", "fast", "smoke"):
         raise ValueError(f"unknown protocol {row.protocol!r}; known: paper, fast, smoke")
     if row.kind == "speed" and row.method not in DISTILLERS:
         raise ValueError(f"speed rows time a distiller; {row.method!r} is a baseline")
 
 
-# -- run options (THE spot to switch to datadistill.runtime.RunOptions) -------------------------
-# Today speed settings are method parameters (precision, fused, compile, channels_last,
-# real_chunk, expert_workers) and evaluate() keywords (compile, fused), plus the process-wide
-# thread count and allocator. When ``RunOptions`` lands, replace the body with
-#     from datadistill.runtime import RunOptions
-#     return {}, RunOptions(**row.run)
-# and pass ``run=`` to ``distill`` / ``evaluate`` in ``distill_summary`` / ``evaluate_summary``.
-def run_options(row) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(method parameters, evaluate() keywords) that carry ``row.run``; sets threads and the
-    allocator for this process."""
-    from datadistill import runtime
-    from datadistill.distillers import DISTILLERS
+# -- run options -------------------------------------------------------------------------------
+def run_options(row):
+    """The row's ``run`` table as ``RunOptions`` (unresolved: ``auto`` stays ``auto``)."""
+    from datadistill.runtime import RunOptions
 
-    opts = dict(row.run)
-    if opts.get("threads"):
-        torch.set_num_threads(int(opts["threads"]))
-    if opts.get("allocator", "tuned") == "tuned":
-        runtime.tune_allocator()
-    params: dict[str, Any] = {}
-    names = DISTILLERS.get(row.method).param_names() if row.method in DISTILLERS else []
-    mapping = {"precision": "precision", "fused": "fused", "compile": "compile",
-               "channels_last": "channels_last", "real_chunk": "real_chunk",
-               "workers": "expert_workers", "device": "device"}
-    for key, field in mapping.items():
-        if key in opts and field in names:
-            params[field] = opts[key]
-    eval_kw = {k: opts[k] for k in ("compile", "fused") if k in opts}
-    if "device" in opts:
-        eval_kw["device"] = opts["device"]
-    return params, eval_kw
+    return RunOptions.from_dict(row.run)
+
+
+def prepare_process(row) -> None:
+    """The thread count for this process before anything is measured (data loading included).
+    The allocator is left to ``distill``/``evaluate`` (``perf.activate``), as in a user's run:
+    tuned before the data loads, glibc would keep the loader's freed pages and the peak memory
+    measured would not be the one a user sees."""
+    threads = row.run.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
 
 
 def method_params(row) -> dict[str, Any]:
@@ -96,91 +113,153 @@ def method_params(row) -> dict[str, Any]:
 
 
 # -- data and summaries -------------------------------------------------------------------------
-def load_real(row):
-    from datadistill.data import load_dataset
-
+def _data_dir(row) -> str | None:
     data_dir = os.path.expandvars(os.path.expanduser(row.data_dir)) if row.data_dir else None
     if data_dir is not None and "$" in data_dir:
         raise ValueError(f"data_dir {row.data_dir!r}: set the environment variable it names")
-    return load_dataset(row.dataset, data_dir=data_dir)
+    return data_dir
 
 
-def _distiller(row, speed_params):
+def load_real(row):
+    from datadistill.data import load_dataset
+
+    return load_dataset(row.dataset, data_dir=_data_dir(row))
+
+
+def _distiller(row, **extra):
     from datadistill.distillers import create_distiller
 
-    return create_distiller(row.method, row.preset, **{**method_params(row), **speed_params})
+    return create_distiller(row.method, row.preset, **{**method_params(row), **extra})
 
 
 def distill_summary(row, real, seed: int, workdir: Path, *, resume: bool,
                     on_iteration: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Distil (or select, for a baseline) one summary into ``workdir/summary``; resumes from
-    ``workdir``'s checkpoint when ``resume``. Returns {iterations, stored_bytes}."""
-    params, _ = run_options(row)
+    ``workdir``'s checkpoint when ``resume``. Returns {iterations, stored_bytes, run}."""
+    from datadistill import checkpoint as ckpt
+    from datadistill.distillers.base import CHECKPOINT
+
     workdir.mkdir(parents=True, exist_ok=True)
     if is_baseline(row.method):
         syn = select_baseline(row, real, seed)
         syn.save(workdir / "summary")
-        return {"iterations": 0, "stored_bytes": int(syn.stored_bytes())}
-    d = _distiller(row, {**params, "seed": seed})
+        return {"iterations": 0, "stored_bytes": int(syn.stored_bytes()), "run": None}
+    d = _distiller(row, seed=seed)
     syn = d.init_synset(real, **row.budget)
     syn.meta["dataset_source"] = row.dataset
-    can_resume = resume and (workdir / "checkpoint.pt").exists()
-    d.distill(real, syn, [on_iteration], workdir=workdir, resume=can_resume)
+    can_resume = resume and ckpt.exists(workdir, CHECKPOINT)
+    d.distill(real, syn, [on_iteration], workdir=workdir, resume=can_resume, run=run_options(row))
     return {"iterations": int(syn.meta.get("iterations", d.iterations)),
-            "stored_bytes": int(syn.stored_bytes())}
+            "stored_bytes": int(syn.stored_bytes()), "run": d.run_.to_dict()}
 
 
 def checkpoint_iteration(workdir: Path) -> int:
     """The iteration a resumed run restarts from (the summary saved with the checkpoint)."""
-    import json
+    from datadistill import checkpoint as ckpt
+    from datadistill.distillers.base import CHECKPOINT
 
     meta = workdir / "summary" / "summary.json"
-    if not (workdir / "checkpoint.pt").exists() or not meta.exists():
+    if not ckpt.exists(workdir, CHECKPOINT) or not meta.exists():
         return 0
     return int(json.loads(meta.read_text()).get("iterations") or 0)
 
 
 def select_baseline(row, real, seed: int):
-    modality = real.info.modality
-    if modality == "graph":
-        from datadistill.graph_coresets import select_graph_coreset
-        return select_graph_coreset(real, row.method, seed=seed, **row.budget)
-    if modality == "recsys":
-        from datadistill.recsys.subsets import select_users
-        return select_users(real, row.users, row.method, seed=seed)
-    from datadistill.coresets import select_coreset
-    return select_coreset(real, row.ipc, row.method, seed=seed)
+    from datadistill.baselines import select_baseline as select
+
+    dev = row.run.get("device")
+    return select(real, row.method, seed=seed, device=None if dev in (None, "auto") else dev,
+                  **row.budget)
 
 
 def evaluate_summary(row, real, seed: int, workdir: Path) -> dict[str, Any]:
-    """Evaluate ``workdir/summary`` under the row's protocol; {protocol, metric, per_model}."""
-    from datadistill.evaluate import evaluate
+    """Evaluate ``workdir/summary`` under the row's protocol; {protocol, metric, per_model, run}."""
+    from datadistill.evaluation import evaluate
     from datadistill.synsets import load_summary
 
-    _, eval_kw = run_options(row)
     syn = load_summary(workdir / "summary")
-    if syn.info.modality != "image":
-        eval_kw = {k: v for k, v in eval_kw.items() if k == "device"}
     rep = evaluate(syn, real, models=row.models, protocol=row.protocol,
-                   num_models=row.num_models, seed=seed, **eval_kw)
+                   num_models=row.num_models, seed=seed, run=run_options(row))
     proto = rep.protocol
     per_model = {m: {"accs": [float(a) for a in r["accs"]]} for m, r in rep.results.items()}
     metric = "nDCG@10 %" if syn.info.modality == "recsys" else "accuracy %"
     return {"protocol": {"name": proto.get("name"), "epochs": proto.get("epochs"),
                          "num_models": proto.get("num_models")},
             "overrides": {k: str(v) for k, v in rep.overrides.items()},
-            "metric": metric, "per_model": per_model}
+            "metric": metric, "per_model": per_model, "run": dict(rep.run)}
 
 
 # -- speed --------------------------------------------------------------------------------------
 def time_iterations(row, real, on_iteration: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Run ``warmup + timed`` iterations of the row's method (no checkpoints written);
-    ``on_iteration`` is called after each. Returns the method's resolved settings."""
-    params, _ = run_options(row)
-    d = _distiller(row, params)
+    ``on_iteration`` is called after each. Returns the method's parameters and the resolved
+    run options."""
+    d = _distiller(row)
     syn = d.init_synset(real, **row.budget)
-    d.distill(real, syn, [on_iteration], workdir=None)
-    return {"params": {k: v for k, v in d.params().items()}, "threads": torch.get_num_threads()}
+    d.distill(real, syn, [on_iteration], workdir=None, run=run_options(row))
+    return {"params": dict(d.params()), "run": d.run_.to_dict(),
+            "threads": torch.get_num_threads()}
+
+
+def export_commit(commit: str, bench_root: Path) -> Path:
+    """``src/`` of the library at ``commit`` (``git archive`` of the checkout holding
+    ``bench_root``, else of the library's own checkout), exported once into
+    ``bench/runs/_code/<commit>/``; returns that ``src``."""
+    dest = bench_root / "runs" / "_code" / commit
+    src = dest / "src"
+    if (src / "datadistill" / "__init__.py").exists():
+        return src
+    for where in (bench_root, Path(__file__).resolve().parent):  # (else: this library's checkout)
+        top = subprocess.run(["git", "-C", str(where), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True)
+        if top.returncode == 0:
+            break
+    else:
+        raise ValueError(f"commit = {commit!r}: neither {bench_root} nor the library is in a git "
+                         f"checkout")
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", top.stdout.strip(), "archive", "--format=tar", commit,
+                              "src"], capture_output=True)
+    if archive.returncode != 0:
+        raise ValueError(f"commit = {commit!r}: git archive failed: "
+                         f"{archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return src
+
+
+def time_external(row, bench_root: Path) -> dict[str, Any]:
+    """Time a ``commit`` or ``external`` row in a subprocess that prints one JSON object:
+    ``{"marks": [[cpu_s, wall_s], ...]}`` (cumulative, first = before the first iteration, one
+    per iteration after), ``peak_rss_bytes`` and ``info`` (what ran: version, parameters,
+    provenance). The subprocess gets the row as JSON in ``DATADISTILL_BENCH_ROW``."""
+    env = dict(os.environ)
+    spec = {"method": row.method, "dataset": row.dataset, "data_dir": _data_dir(row),
+            "budget": row.budget, "preset": row.preset, "set": dict(row.set),
+            "iterations": row.warmup + row.timed, "run": dict(row.run), "seed": 0}
+    env["DATADISTILL_BENCH_ROW"] = json.dumps(spec)
+    if row.run.get("threads"):
+        env["OMP_NUM_THREADS"] = str(row.run["threads"])
+    if row.commit:
+        src = export_commit(row.commit, bench_root)
+        env["PYTHONPATH"] = os.pathsep.join([str(src)] + [p for p in [env.get("PYTHONPATH")] if p])
+        cmd = [sys.executable, str(Path(__file__).with_name("legacy.py"))]
+    else:
+        expanded = os.path.expandvars(row.external)
+        if "$" in expanded:
+            raise ValueError(f"external {row.external!r}: set the environment variable it names")
+        cmd = shlex.split(expanded)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{tail}")
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{' '.join(cmd)} printed no JSON record")
+    out = json.loads(lines[-1])
+    marks = out["marks"]
+    return {"cpu": [b[0] - a[0] for a, b in zip(marks, marks[1:])],
+            "wall": [b[1] - a[1] for a, b in zip(marks, marks[1:])],
+            "peak_rss_bytes": int(out["peak_rss_bytes"]), "info": out.get("info") or {}}
 
 
 def thread_count() -> int:

@@ -5,10 +5,16 @@ A suite file holds a title, ``notes`` (prose the report prints under the suite's
 distiller or a baseline: ``random``, ``herding``, ``kcenter``, recommender ``active``), a
 ``dataset``, a budget (``ipc``, graph ``ratio`` or recommender ``users``), optional ``preset``
 and ``set`` (method parameters), ``iterations``, the evaluation ``protocol`` / ``num_models``
-/ ``models`` / ``seeds``, ``run`` (speed options: threads, precision, fused, compile, ...) and
-``published = {accuracy, std, source, iterations}``. ``kind = "speed"`` rows time ``timed``
-iterations after ``warmup`` ones (``vs`` names the row to compare with). Unknown keys, methods
-and datasets are errors that name them.
+/ ``models`` / ``seeds``, ``run`` (the run options, ``datadistill.runtime.RunOptions`` as a
+table: threads, precision, fused, compile, chunk, allocator, ...; kept apart from the method
+parameters, as in the library) and ``published = {accuracy, std, source, iterations}``.
+``kind = "speed"`` rows time ``timed`` iterations after ``warmup`` ones (``vs`` names the row to
+compare with); ``repeats = n`` runs a speed row n times, the suite's repeated rows alternating
+round by round (old, new, old, new ...), and reports the spread. A speed row may time another
+version of the library (``commit = "<git commit>"``, its speed settings then in ``set`` /
+``preset`` as that version had them) or another program (``external = "<command>"``, e.g.
+``"python $DRIVER"``; see ``runner.time_external``). Unknown keys, methods and datasets are
+errors that name them.
 """
 from __future__ import annotations
 
@@ -21,11 +27,12 @@ from typing import Any
 ROW_KEYS = {
     "id", "kind", "method", "label", "dataset", "data_dir", "ipc", "ratio", "users", "preset",
     "set", "iterations", "protocol", "num_models", "models", "seeds", "run", "published",
-    "summary", "notes", "timed", "warmup", "vs",
+    "summary", "notes", "timed", "warmup", "vs", "repeats", "commit", "external",
 }
 PUBLISHED_KEYS = {"accuracy", "std", "source", "iterations", "protocol", "note"}
-RUN_KEYS = {"device", "precision", "threads", "compile", "fused", "channels_last", "real_chunk",
-            "workers", "allocator"}
+#: the fields of ``datadistill.runtime.RunOptions`` (this module never imports the library)
+RUN_KEYS = {"device", "precision", "threads", "compile", "fused", "channels_last", "chunk",
+            "workers", "allocator", "release_memory", "fast_norm"}
 SUITE_KEYS = {"title", "notes", "defaults", "rows"}
 KINDS = ("accuracy", "speed")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -62,6 +69,9 @@ class Row:
     timed: int = 3
     warmup: int = 1
     vs: str | None = None
+    repeats: int = 1
+    commit: str | None = None
+    external: str | None = None
 
     @property
     def budget(self) -> dict[str, Any]:
@@ -109,6 +119,11 @@ def _row(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Row:
     bad = sorted(set(merged.get("published", {})) - PUBLISHED_KEYS)
     if bad:
         raise SuiteError(f"{where}: unknown published key(s) {bad}; known: {sorted(PUBLISHED_KEYS)}")
+    if merged.get("repeats", 1) < 1 or (merged.get("repeats", 1) > 1
+                                        and merged.get("kind", "accuracy") != "speed"):
+        raise SuiteError(f"{where}: repeats = {merged['repeats']!r}: a speed row's repeat count >= 1")
+    if merged.get("commit") and merged.get("external"):
+        raise SuiteError(f"{where}: a row times one thing: commit or external, not both")
     if "models" in merged:
         merged["models"] = tuple(merged["models"])
     if "seeds" in merged:

@@ -125,9 +125,15 @@ class Distiller:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
+    def auto_run(self) -> dict[str, Any]:
+        """This configuration's choices for ``RunOptions``' auto values: ``run_defaults``, which a
+        method may refine by its budget (e.g. compile only where the run is long enough for the
+        one-off compilation to pay)."""
+        return dict(self.run_defaults)
+
     def use_run(self, run: RunOptions | None) -> RunOptions:
         """Resolve ``run`` for this method (``perf.resolve``): ``self.run_``, ``self.device_``."""
-        self.run_ = perf.resolve(run, self.run_defaults)
+        self.run_ = perf.resolve(run, self.auto_run())
         self.device_ = torch.device(self.run_.device)
         return self.run_
 

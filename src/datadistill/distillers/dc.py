@@ -28,6 +28,7 @@ runs the ConvNet's blocks with the fused CPU kernels; ``precision``).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -35,8 +36,8 @@ from torch import Tensor, nn
 from ..models import create_model, has_batchnorm
 from ..objectives import GRADIENT_METRICS, gradient_distance
 from ..runtime import autocast
-from ..train import label_loss, train_model
 from ..errors import ConfigError
+from ..train import label_loss, train_model
 from .base import DISTILLERS
 from .image import ImageDistiller
 
@@ -104,6 +105,14 @@ class DC(ImageDistiller):
     #: "momentum": one momentum-0.1 running-average update from that batch (the reference);
     #: "batch": exactly the batch's statistics (a deliberate deviation, opt-in)
     bn_stats: str = "momentum"
+
+    #: outer iterations from which ``RunOptions(compile="auto")`` compiles: the compiled real
+    #: gradient, synthetic side and inner loop cost ~1 min of compilation once and then run the
+    #: previous release's fastest fp32 path (``--preset fast``: compile + fused kernels)
+    AUTO_COMPILE_FROM: ClassVar[int] = 20
+
+    def auto_run(self):
+        return {**super().auto_run(), "compile": self.iterations >= self.AUTO_COMPILE_FROM}
 
     def __post_init__(self):
         super().__post_init__()

@@ -5,15 +5,25 @@
 
 Published defaults: 20,000 iterations, SGD on pixels lr 1 (momentum 0.5), batch_real 256 per
 class, real initialisation, DSA ``color_crop_cutout_flip_scale_rotate`` (one siamese draw per
-class). Presets ``cpu-200`` / ``cpu-1000`` only shorten the run; ``fast-bf16`` adds bf16
-autocast, channels-last and ``torch.compile`` (same objective, lower precision).
+class). Presets ``cpu-200`` / ``cpu-1000`` only shorten the run. Speed is ``RunOptions``: the
+fused kernels (auto on CPU), ``chunk``; ``precision="bf16"`` with ``channels_last`` and
+``compile`` is the fastest path on CPU but changes numerics, so it is opt-in.
 
-With instance norm (or no norm) all classes share one batched forward, which is exact; with
-batch norm each class is embedded separately as in the reference. The no-grad real forward runs
-in chunks of ``RunOptions.chunk`` images (default ``batch_real``: one class per forward, as the
-reference), which bounds memory and changes nothing but summation order. One network module is built
-in ``setup`` and re-initialised in place from the generator every iteration (the same draws as
-building a fresh one), so a compiled forward is reused.
+The synthetic images of all classes go through one forward. Without batch norm (instance
+norm, no norm) each example's embedding depends on that example alone, so the no-grad real
+forward runs in chunks of ``RunOptions.chunk`` images (default ``batch_real``: one class per
+forward), which bounds memory and changes nothing but summation order. With batch norm the
+embedding depends on the batch: as in the reference (``main_DM.py``'s ``ConvNetBN`` branch) the
+real images of all classes go through one forward and the synthetic images of all classes
+through another, so the batch statistics span the classes; ``chunk`` is then ignored (a chunk
+would change the function). One network module is built in ``setup`` and re-initialised in
+place from the generator every iteration (the same draws as building a fresh one), so a compiled
+forward is reused.
+
+Parity: ``tests/test_parity_dc_dm.py`` (``test_dm_matches_reference``,
+``test_dm_batchnorm_matches_reference``) compares two iterations with VICO-UoE/DatasetCondensation's
+``main_DM.py`` in float64 (instance norm and batch norm): loss, gradient w.r.t. the summary and
+the updated summary.
 """
 from __future__ import annotations
 
@@ -49,9 +59,9 @@ class DM(ImageDistiller):
         if run.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net_ = net
-        self.per_class_ = has_batchnorm(net)
+        # with batch norm the real forward is one batch (its statistics span the classes)
+        self.chunk_ = None if has_batchnorm(net) else (run.chunk or self.batch_real)
         self.embed_ = torch.compile(net.embed) if run.compile else net.embed
-        self.chunk_ = run.chunk or self.batch_real
 
     def step(self, real, syn):
         k, dev = real.info.num_classes, self.device_
@@ -70,17 +80,13 @@ class DM(ImageDistiller):
         fmt = torch.channels_last if self.run_.channels_last else torch.contiguous_format
         embed = lambda x: self.embed_(x.contiguous(memory_format=fmt)).float()  # noqa: E731
         with autocast(dev, self.run_.precision):
-            if self.per_class_:
-                with torch.no_grad():
-                    mr = torch.stack([embed(x).mean(0) for x in xr])
-                ms = torch.stack([embed(x).mean(0) for x in xs])
-            else:
-                with torch.no_grad():
-                    xr_all, ids_all = torch.cat(xr), torch.cat(real_ids)
-                    emb = torch.cat([embed(xr_all[i:i + self.chunk_])
-                                     for i in range(0, xr_all.shape[0], self.chunk_)])
-                    mr = class_means(emb, ids_all, k)
-                ms = class_means(embed(torch.cat(xs)), torch.cat(syn_ids), k)
+            with torch.no_grad():
+                xr_all = torch.cat(xr)
+                chunk = self.chunk_ or xr_all.shape[0]  # batch norm: one forward, all classes
+                emb = torch.cat([embed(xr_all[i:i + chunk])
+                                 for i in range(0, xr_all.shape[0], chunk)])
+                mr = class_means(emb, torch.cat(real_ids), k)
+            ms = class_means(embed(torch.cat(xs)), torch.cat(syn_ids), k)
         loss = mean_embedding_distance(mr, ms)
         self.optimizer_.zero_grad(set_to_none=True)
         loss.backward()
