@@ -1,0 +1,484 @@
+"""Continual learning with data summaries: "compress then recall" (the survey's §4).
+
+Class-incremental learning: the classes arrive in tasks of ``classes_per_task`` (Fashion-MNIST:
+5 tasks of 2 classes); one network with a single head over all classes; after each task it is
+tested on the test examples of every class seen so far, predicting among the seen classes.
+
+Strategies, all at the same memory (``ipc`` stored examples per seen class; the stored bytes are
+reported beside):
+
+- ``finetune``: train on each new task's data only (the forgetting floor, no memory).
+- ``replay-X``: experience replay (Chaudhry et al. 2019): every minibatch of the new task's data
+  is joined by an equal-sized batch drawn from the memory of the earlier tasks. ``X`` is where
+  each task's memory comes from: real exemplars (``random``, ``herding``, ``kcenter``;
+  ``baselines.select_baseline`` on that task's data) or a summary distilled from that task's data
+  by any registered method (``dm`` by default), or ``summary``: the classes of a saved summary
+  of the whole dataset (``--summary PATH``).
+- ``recall-X``: compress then recall (Deng & Russakovsky, "Remember the Past: Distilling
+  Datasets into Addressable Memories for Neural Networks", NeurIPS 2022): only the memories are
+  kept, and after each task a fresh network is trained from scratch on all of them with the
+  evaluation protocol (``fast``: 300 epochs, DSA). With real exemplars this is GDumb (Prabhu et
+  al. 2020), the control that separates "distilled" from "retrained from scratch".
+
+Metrics: ``A[t][j]`` = accuracy (%) on task ``j``'s test classes after training on task ``t``;
+average accuracy after task ``t`` = mean_{j<=t} A[t][j]; final average accuracy = the last one;
+forgetting = mean_{j<T-1} (max_{l<T-1} A[l][j] - A[T-1][j]) (Chaudhry et al. 2018).
+A memory is made once per (seed, source, task) and shared by ``replay-X`` and ``recall-X``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.base import RealData
+from ..errors import ConfigError
+from ..synsets.base import SyntheticSet
+from . import _common as C
+
+KINDS = ("finetune", "replay", "recall")
+#: the default strategies (``{method}`` is ``--method``, DM by default)
+DEFAULT_STRATEGIES = ("finetune", "replay-random", "replay-herding", "replay-{method}",
+                      "recall-random", "recall-{method}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    name: str
+    kind: str               # finetune | replay | recall
+    source: str | None      # where memories come from: a baseline, a method, or "summary"
+
+
+def parse_strategies(spec: str | Sequence[str], method: str = "dm") -> list[Strategy]:
+    """``"finetune,replay-random,recall-dm"`` -> strategies (``{method}`` expands)."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: list[Strategy] = []
+    for raw in items:
+        name = raw.strip().lower().replace("{method}", method)
+        if not name:
+            continue
+        kind, _, source = name.partition("-")
+        if kind not in KINDS or (kind == "finetune") != (source == ""):
+            raise ConfigError(f"unknown strategy {raw!r}: use finetune, replay-X or recall-X "
+                              f"(X: random, herding, kcenter, a method name or summary)")
+        if kind != "finetune" and source != "summary" and not C.is_baseline(source):
+            from ..distillers import DISTILLERS
+            DISTILLERS.get(source)  # unknown method -> error listing the known ones
+        out.append(Strategy(name, kind, source or None))
+    if not out:
+        raise ConfigError("no strategy given")
+    if len({s.name for s in out}) != len(out):
+        raise ConfigError(f"a strategy is listed twice in {spec!r}")
+    return out
+
+
+def split_tasks(num_classes: int, classes_per_task: int = 2,
+                order: Sequence[int] | None = None) -> list[list[int]]:
+    """Consecutive groups of ``classes_per_task`` classes (in ``order``, default 0..K-1)."""
+    order = list(range(num_classes)) if order is None else [int(c) for c in order]
+    if sorted(order) != list(range(num_classes)):
+        raise ConfigError(f"class order {order} is not a permutation of 0..{num_classes - 1}")
+    if classes_per_task < 1 or num_classes % classes_per_task:
+        raise ConfigError(f"{num_classes} classes do not split into tasks of {classes_per_task}")
+    if num_classes // classes_per_task < 2:
+        raise ConfigError("continual learning needs at least 2 tasks")
+    return [order[i:i + classes_per_task] for i in range(0, num_classes, classes_per_task)]
+
+
+@dataclasses.dataclass
+class Memory:
+    """One task's stored examples with labels in the global class space."""
+    x: Tensor
+    y: Tensor
+    label_format: str
+    stored_bytes: int
+    lr: float | None
+    cpu_s: float
+
+
+def _globalize(y: Tensor, fmt: str, classes: Sequence[int], k: int) -> Tensor:
+    """Labels of a class-view summary (``0..len(classes)-1``) in the global class space."""
+    cls = torch.tensor(list(classes), device=y.device)
+    if fmt == "hard":
+        return cls[y.long()]
+    fill = -30.0 if fmt == "soft" else 0.0  # soft labels are logits: ~zero probability elsewhere
+    out = torch.full((y.shape[0], k), fill, dtype=y.dtype, device=y.device)
+    out[:, cls] = y
+    return out
+
+
+def make_memory(real: RealData, classes: Sequence[int], source: str, ipc: int, *, seed: int,
+                summary: SyntheticSet | None = None, iterations: int | None = None,
+                preset: str | None = None, params: dict[str, Any] | None = None, run=None,
+                feature_settings: dict[str, Any] | None = None,
+                feature_model: str | None = None) -> Memory:
+    """The memory of one task: ``ipc`` examples per class of ``classes`` made by ``source``
+    from that task's data only (or taken from a saved ``summary`` of all classes)."""
+    k = real.info.num_classes
+    with C.Timer() as t:
+        if source == "summary":
+            if summary is None:
+                raise ConfigError("strategy *-summary needs a saved summary (--summary PATH)")
+            x, y = C.summary_tensors(summary)
+            keep = torch.isin(summary.class_ids.cpu(), torch.tensor(list(classes)))
+            x, y = x[keep.to(x.device)], y[keep.to(y.device)]
+            fmt = summary.label_format
+            nbytes = round(summary.stored_bytes() * len(classes) / k)
+            lr = None if summary.lr is None else float(summary.lr.detach())
+        else:
+            view = C.class_view(real, classes)
+            syn = C.summary_for(view, source, ipc, seed=seed, iterations=iterations,
+                                 preset=preset, params=params, run=run,
+                                 feature_settings=feature_settings,
+                                 feature_model=feature_model)
+            x, y = C.summary_tensors(syn)
+            fmt, nbytes = syn.label_format, syn.stored_bytes()
+            y = _globalize(y, fmt, classes, k)
+            lr = None if syn.lr is None else float(syn.lr.detach())
+    return Memory(x.cpu(), y.cpu(), fmt, int(nbytes), lr, t.cpu)
+
+
+def _train_increment(net, x: Tensor, y: Tensor, buf: Memory | None, *, epochs: int,
+                     batch_size: int, lr: float, generator: torch.Generator,
+                     precision: str = "fp32") -> None:
+    """SGD (momentum 0.9, weight decay 5e-4, constant lr) on the new task's data; with ``buf``
+    each minibatch is joined by as many examples drawn from the memory (without replacement)."""
+    from ..runtime import autocast
+    from ..train import label_loss
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    net.train()
+    n, dev = x.shape[0], x.device
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=generator).to(dev)
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            xb, yb = x[idx], y[idx]
+            with autocast(dev, precision):
+                if buf is None:
+                    loss = F.cross_entropy(net(xb).float(), yb)
+                else:
+                    j = torch.randperm(buf.x.shape[0], generator=generator)[:len(idx)].to(dev)
+                    if buf.label_format == "hard":  # one batch, as experience replay does
+                        loss = F.cross_entropy(net(torch.cat([xb, buf.x[j]])).float(),
+                                               torch.cat([yb, buf.y[j]]))
+                    else:
+                        m, mb = len(idx), len(j)
+                        loss = (m * F.cross_entropy(net(xb).float(), yb) + mb * label_loss(
+                            net(buf.x[j]), buf.y[j], buf.label_format)) / (m + mb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    net.eval()
+
+
+@torch.no_grad()
+def task_accuracies(net, tests: Sequence[tuple[Tensor, Tensor]], seen: Sequence[int],
+                    precision: str = "fp32") -> list[float]:
+    """Accuracy (%) on each task's test split, predicting among the ``seen`` classes only."""
+    from ..runtime import autocast
+    net.eval()
+    out = []
+    for x, y in tests:
+        correct = 0
+        for i in range(0, x.shape[0], 1000):
+            with autocast(x.device, precision):
+                logits = net(x[i:i + 1000]).float()
+            mask = torch.full_like(logits, float("-inf"))
+            mask[:, list(seen)] = 0
+            correct += int(((logits + mask).argmax(1) == y[i:i + 1000]).sum())
+        out.append(100.0 * correct / max(1, x.shape[0]))
+    return out
+
+
+def metrics(acc: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """From ``acc[t][j]`` (j <= t): the average accuracy after each task, the final average
+    accuracy and the forgetting of the earlier tasks."""
+    T = len(acc)
+    avg = [statistics.fmean(acc[t][:t + 1]) for t in range(T)]
+    forget = [max(acc[l][j] for l in range(j, T - 1)) - acc[T - 1][j] for j in range(T - 1)]
+    return {"avg_acc": avg, "final_avg_acc": avg[-1],
+            "forgetting": statistics.fmean(forget) if forget else 0.0}
+
+
+def run_continual(real: RealData, *, strategies: Sequence[Strategy], ipc: int = 10,
+                  classes_per_task: int = 2, class_order: Sequence[int] | None = None,
+                  model: str = "convnet", epochs: int = 5, batch_size: int = 128,
+                  lr: float = 0.01, recall_protocol: str = "fast",
+                  recall_epochs: int | None = None, iterations: int | None = None,
+                  preset: str | None = None, params: dict[str, Any] | None = None,
+                  summary: SyntheticSet | None = None, feature_epochs: int = 20,
+                  seeds: Sequence[int] = (0,), run=None,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every strategy on the class-incremental split of ``real``; returns the settings and,
+    per strategy, the accuracy matrices (one per seed) and their metrics (mean ± std over
+    seeds). ``run``: resolved ``RunOptions`` (device, precision, fused kernels)."""
+    from ..augment import DSA
+    from ..evaluation.base import get_protocol
+    from ..models import create_model
+    from ..runtime import derive_seed, make_generator
+    from ..train import train_model
+
+    log = log or (lambda msg: None)
+    k = real.info.num_classes
+    if real.info.modality != "image":
+        raise ConfigError(f"continual learning runs on image data; {real.info.name} is "
+                          f"{real.info.modality}")
+    tasks = split_tasks(k, classes_per_task, class_order)
+    if ipc < 1:
+        raise ConfigError(f"ipc must be >= 1, got {ipc}")
+    if summary is not None:
+        C.check_summary(summary, real, "the saved summary")
+    elif any(s.source == "summary" for s in strategies):
+        raise ConfigError("strategies *-summary need --summary PATH")
+    proto = get_protocol(recall_protocol)
+    r_epochs = proto.epochs if recall_epochs is None else recall_epochs
+    dev = torch.device(run.device) if run is not None else torch.device("cpu")
+    precision = run.precision if run is not None else "fp32"
+    fused = bool(run.fused) if run is not None else False
+    data = real.to(dev)
+    views = [C.class_view(data, cl) for cl in tasks]
+    # task views renumber their classes 0..; map back to the global labels
+    train = [(v.train.x, torch.tensor(cl, device=dev)[v.train.y]) for v, cl in zip(views, tasks)]
+    tests = [(v.test.x, torch.tensor(cl, device=dev)[v.test.y]) for v, cl in zip(views, tasks)]
+    feats = {"preset": "quick", "epochs": feature_epochs}
+    dsa = DSA.for_data(real.info, proto.dsa_strategy) if proto.dsa else None
+    per: dict[str, dict[str, Any]] = {s.name: {"acc": [], "cpu_s": 0.0, "memory_cpu_s": 0.0,
+                                               "stored_bytes": 0, "examples": 0}
+                                      for s in strategies}
+    for si, seed in enumerate(seeds):
+        memories: dict[tuple[str, int], Memory] = {}
+        made = [0.0]  # CPU seconds spent making memories (counted apart from the training)
+
+        def memory(source: str, t: int) -> Memory:
+            if (source, t) not in memories:
+                log(f"seed {seed}: memory of task {t + 1} ({tasks[t]}) by {source}")
+                memories[(source, t)] = make_memory(
+                    data, tasks[t], source, ipc, seed=derive_seed(seed, t), summary=summary,
+                    iterations=iterations, preset=preset, params=params, run=run,
+                    feature_settings=feats, feature_model=model)
+                made[0] += memories[(source, t)].cpu_s
+            return memories[(source, t)]
+
+        for s in strategies:
+            acc: list[list[float]] = []
+            net = None
+            made0 = made[0]
+            with C.Timer() as timer:
+                for t, cl in enumerate(tasks):
+                    seen = [c for cls in tasks[:t + 1] for c in cls]
+                    gen = make_generator(derive_seed(seed, 1 + t))
+                    if s.kind == "recall":
+                        mems = [memory(s.source, j) for j in range(t + 1)]
+                        fmt = mems[0].label_format
+                        x = torch.cat([m.x for m in mems]).to(dev)
+                        y = torch.cat([m.y for m in mems]).to(dev)
+                        lrs = [m.lr for m in mems if m.lr is not None]
+                        step = statistics.fmean(lrs) if lrs and proto.use_learned_lr else proto.lr
+                        net = create_model(model, real.info, generator=gen, device=dev,
+                                           fused=fused)
+                        train_model(net, x, y, epochs=r_epochs, generator=gen, lr=step,
+                                    momentum=proto.momentum, weight_decay=proto.weight_decay,
+                                    batch_size=proto.batch_size, decay_at=proto.decay_at,
+                                    dsa=dsa, label_format=fmt, precision=precision,
+                                    schedule=proto.schedule)
+                    else:
+                        if net is None:
+                            net = create_model(model, real.info, generator=gen, device=dev,
+                                               fused=fused)
+                        buf = None
+                        if s.kind == "replay" and t > 0:
+                            mems = [memory(s.source, j) for j in range(t)]
+                            buf = Memory(torch.cat([m.x for m in mems]).to(dev),
+                                         torch.cat([m.y for m in mems]).to(dev),
+                                         mems[0].label_format, 0, None, 0.0)
+                        _train_increment(net, *train[t], buf, epochs=epochs,
+                                         batch_size=batch_size, lr=lr, generator=gen,
+                                         precision=precision)
+                    acc.append(task_accuracies(net, tests[:t + 1], seen, precision))
+                    log(f"seed {seed} {s.name}: after task {t + 1}/{len(tasks)} average "
+                        f"accuracy {statistics.fmean(acc[-1]):.2f} %")
+            rec = per[s.name]
+            rec["acc"].append(acc)
+            # CPU of the strategy's training; making its memories is counted in memory_cpu_s
+            rec["cpu_s"] += timer.cpu - (made[0] - made0)
+            if s.kind != "finetune":
+                mems = [memory(s.source, j) for j in range(len(tasks))]
+                rec["memory_cpu_s"] += sum(m.cpu_s for m in mems)
+                if si == 0:
+                    rec["stored_bytes"] = sum(m.stored_bytes for m in mems)
+                    rec["examples"] = sum(int(m.x.shape[0]) for m in mems)
+    results = {}
+    for s in strategies:
+        rec = per[s.name]
+        ms = [metrics(a) for a in rec["acc"]]
+        avg = [[m["avg_acc"][t] for m in ms] for t in range(len(tasks))]
+        final = [m["final_avg_acc"] for m in ms]
+        forget = [m["forgetting"] for m in ms]
+        results[s.name] = {
+            "kind": s.kind, "source": s.source,
+            "avg_acc": [statistics.fmean(v) for v in avg],
+            "avg_acc_std": [statistics.pstdev(v) for v in avg],
+            "final_avg_acc": statistics.fmean(final), "final_avg_acc_std": statistics.pstdev(final),
+            "forgetting": statistics.fmean(forget), "forgetting_std": statistics.pstdev(forget),
+            "acc_matrices": rec["acc"],
+            "memory_examples_per_class": rec["examples"] / k if s.kind != "finetune" else 0,
+            "memory_bytes_per_class": rec["stored_bytes"] / k if s.kind != "finetune" else 0,
+            "cpu_s": round(rec["cpu_s"], 1), "memory_cpu_s": round(rec["memory_cpu_s"], 1)}
+    settings = {"dataset": real.info.name, "tasks": tasks, "ipc": ipc, "model": model,
+                "train_examples": len(real.train), "seeds": list(seeds),
+                "incremental": {"epochs_per_task": epochs, "batch_size": batch_size, "lr": lr,
+                                "optimizer": "SGD momentum 0.9, weight decay 5e-4, constant lr",
+                                "augmentation": "none",
+                                "replay": "equal-sized memory batch joined to every batch"},
+                "recall": {"protocol": proto.name, "epochs": r_epochs, "lr": proto.lr,
+                           "dsa": proto.dsa, "schedule": proto.schedule,
+                           "note": "a fresh network per task, trained on all memories"},
+                "distillation": {"iterations": iterations, "preset": preset,
+                                 "params": dict(params or {})},
+                "herding_features": {**feats, "model": model,
+                                     "note": "a network trained on each task's data "
+                                             "(evaluation.reference settings)"},
+                "evaluation": "test split of every seen task, predicting among seen classes"}
+    return {"settings": settings, "results": results}
+
+
+def results_table(res: dict[str, Any]) -> str:
+    T = len(res["settings"]["tasks"])
+    heads = ["strategy", "mem/class", "bytes/class"] + [f"after {t + 1}" for t in range(T)] + \
+        ["final avg %", "forgetting", "CPU s"]
+    rows = []
+    for name, r in res["results"].items():
+        pm = lambda m, s: f"{m:.2f} ± {s:.2f}"  # noqa: E731
+        rows.append([name, f"{r['memory_examples_per_class']:g}",
+                     f"{r['memory_bytes_per_class']:.0f}", *[f"{a:.1f}" for a in r["avg_acc"]],
+                     pm(r["final_avg_acc"], r["final_avg_acc_std"]),
+                     pm(r["forgetting"], r["forgetting_std"]),
+                     f"{r['cpu_s'] + r['memory_cpu_s']:.0f}"])
+    return C.text_table(heads, rows)
+
+
+def plot(res: dict[str, Any], path) -> None:
+    """Average accuracy after each task, a line per strategy (± std over seeds as a band)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tasks = res["settings"]["tasks"]
+    xs = list(range(1, len(tasks) + 1))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, r in res["results"].items():
+        m, s = r["avg_acc"], r["avg_acc_std"]
+        style = {"finetune": ":", "replay": "-", "recall": "--"}[r["kind"]]
+        ax.plot(xs, m, style, marker="o", label=name)
+        if any(v > 0 for v in s):
+            ax.fill_between(xs, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)],
+                            alpha=0.15)
+    ax.set_xticks(xs, [f"{t}\n{','.join(map(str, c))}" for t, c in zip(xs, tasks)])
+    ax.set_xlabel("task (classes)")
+    ax.set_ylabel("average accuracy on seen tasks (%)")
+    st = res["settings"]
+    ax.set_title(f"class-incremental {st['dataset']}: {st['ipc']} per class in memory",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="datadistill app continual",
+        description="Class-incremental learning with memories of real exemplars or distilled "
+                    "summaries: replay beside new data, or compress then recall (retrain from "
+                    "scratch on all memories after each task). Prints a table, writes a plot.")
+    p.add_argument("--dataset", default="digits", help="registered name or path (default digits)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
+                   help="comma-separated: finetune, replay-X, recall-X with X random, herding, "
+                        "kcenter, a method name or summary ({method} = --method); default "
+                        "%(default)s")
+    p.add_argument("--method", default="dm", help="the distillation method of {method} (dm)")
+    p.add_argument("--ipc", type=int, default=10, help="memory: examples per class (10)")
+    p.add_argument("--classes-per-task", type=int, default=2)
+    p.add_argument("--class-order", default=None, help="comma-separated class order")
+    p.add_argument("--iterations", type=int, default=None, help="distillation iterations")
+    p.add_argument("--preset", default=None, help="the method's preset")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method parameter (repeatable)")
+    p.add_argument("--summary", default=None, help="a saved summary of all classes (X=summary)")
+    p.add_argument("--model", default="convnet")
+    p.add_argument("--epochs", type=int, default=5, help="epochs per task, incremental (5)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--recall-protocol", default="fast", help="recall training (fast)")
+    p.add_argument("--recall-epochs", type=int, default=None, help="override its epochs")
+    p.add_argument("--feature-epochs", type=int, default=20,
+                   help="herding/k-center feature network epochs on each task's data (20)")
+    p.add_argument("--train-per-class", type=int, default=None,
+                   help="use at most N training examples per class (a stated reduction)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (0)")
+    p.add_argument("--out", default=None, help="write the results (JSON) here")
+    p.add_argument("--png", default=None, help="the plot (default: beside --out, or "
+                                                "continual.png)")
+    p.add_argument("--quiet", action="store_true")
+    C.add_run_arguments(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pathlib import Path
+
+    from .. import perf
+    from ..data import load_dataset
+
+    args = build_parser().parse_args(argv)
+    log = C.progress_printer(args.quiet)
+    run = C.run_options(args)
+    strategies = parse_strategies(args.strategies, args.method)
+    order = C.int_list(args.class_order, "--class-order") if args.class_order else None
+    seeds = C.int_list(args.seeds, "--seeds")
+    with perf.activate(run), C.Timer() as total:
+        real = load_dataset(args.dataset, data_dir=args.data_dir)
+        real = C.per_class_subset(real, args.train_per_class, seed=0)
+        summary = C.load_summary(args.summary, real) if args.summary else None
+        res = run_continual(real, strategies=strategies, ipc=args.ipc,
+                            classes_per_task=args.classes_per_task, class_order=order,
+                            model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                            lr=args.lr, recall_protocol=args.recall_protocol,
+                            recall_epochs=args.recall_epochs, iterations=args.iterations,
+                            preset=args.preset, params=C.parse_sets(args.set), summary=summary,
+                            feature_epochs=args.feature_epochs, seeds=seeds, run=run, log=log)
+    st = res["settings"]
+    print(f"class-incremental {st['dataset']}: tasks {st['tasks']}, memory {args.ipc} per class, "
+          f"{st['train_examples']} training examples; incremental: {args.epochs} epochs/task, "
+          f"lr {args.lr}; recall: {st['recall']['protocol']} protocol, "
+          f"{st['recall']['epochs']} epochs; seeds {seeds}")
+    print(results_table(res))
+    png = Path(args.png) if args.png else (Path(args.out).with_suffix(".png") if args.out
+                                           else Path("continual.png"))
+    png.parent.mkdir(parents=True, exist_ok=True)
+    plot(res, png)
+    print(f"plot: {png}")
+    if args.out:
+        import sys
+        rec = {"schema": "datadistill.apps/1", "app": "continual",
+               "command": "datadistill app continual " + " ".join(
+                   sys.argv[1:] if argv is None else argv),
+               "machine": C.environment(run.threads), "run": run.to_dict(),
+               "cpu_s": round(total.cpu, 1), "wall_s": round(total.wall, 1),
+               "units": {"accuracy": "% on the real test split of the seen tasks",
+                         "cpu_s": "CPU-seconds (user + system) of this process"},
+               **res, "plot": str(png)}
+        print(f"results: {C.write_json(args.out, rec)}")
+    if any(math.isnan(r["final_avg_acc"]) for r in res["results"].values()):
+        return 1
+    return 0
