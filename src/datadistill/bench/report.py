@@ -7,6 +7,9 @@ then the speed / memory suites. The status word follows a fixed rule (``status``
 """
 from __future__ import annotations
 
+import re
+import subprocess
+
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,15 @@ STATUS_RULE = (
     "otherwise **reproduced** when the mean is at or above the published figure minus its "
     "published std, else **below published**; **no published figure** when none is quoted. "
     "The reason follows the word.")
+
+PARITY_RULE = (
+    "Parity, by rule: **yes** when the row was made by library code that passes the method's "
+    "parity fixture (tests/fixtures/parity, numbers computed by the authors' code); **before fix "
+    "(commit)** when the row predates the fix that fixture led to (the method's defaults changed "
+    "since: rerun the row); **—** without a fixture. Every accuracy row measured before commit "
+    "12fd6cb also used the previous evaluation schedule (`epochs` passes, lr x0.1 at half keeping "
+    "the momentum) instead of the field's (`epochs + 1` passes, a fresh optimizer at lr x0.1): "
+    "the `evaluate` parity fixture.")
 
 
 # -- formatting ---------------------------------------------------------------------------------
@@ -132,16 +144,54 @@ def status(row: dict[str, Any]) -> tuple[str, str]:
     return "below published", delta
 
 
-def parity_methods(parity_dir: Path | None) -> set[str]:
-    """Methods with a parity record (``tests/fixtures/parity/<method>[-...].md``)."""
+_SINCE = re.compile(r"since commit ([0-9a-f]{7,40})")
+
+
+def parity_methods(parity_dir: Path | None) -> dict[str, str | None]:
+    """Methods with a parity record (``tests/fixtures/parity/<method>[-...].md``) -> the commit
+    from which the library passes it (its "Status ... since commit X" line), or None where it
+    passed from the start."""
     if parity_dir is None or not parity_dir.is_dir():
-        return set()
-    return {p.stem.lower().replace("_", "-") for p in parity_dir.glob("*.md")}
+        return {}
+    out = {}
+    for p in parity_dir.glob("*.md"):
+        m = _SINCE.search(p.read_text())
+        out[p.stem.lower().replace("_", "-")] = m.group(1) if m else None
+    return out
 
 
-def has_parity(method: str, parity: set[str]) -> bool:
+def has_parity(method: str, parity) -> bool:
     m = method.lower()
     return any(s == m or s.startswith(m + "-") for s in parity)
+
+
+def _is_ancestor(a: str, b: str) -> bool | None:
+    """Whether commit ``a`` is an ancestor of (or equal to) ``b``; None when git cannot tell."""
+    try:
+        r = subprocess.run(["git", "merge-base", "--is-ancestor", a, b], capture_output=True,
+                           cwd=Path(__file__).resolve().parent, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {0: True, 1: False}.get(r.returncode)
+
+
+def parity_word(r: dict[str, Any], parity: dict[str, str | None]) -> str:
+    """``yes`` when the row was made by code that passes the method's parity fixture, ``before
+    fix`` when it predates the fix its fixture led to, ``—`` without a fixture."""
+    m = r["method"].lower()
+    keys = [k for k in parity if k == m or k.startswith(m + "-")]
+    if not keys:
+        return "—"
+    since = [parity[k] for k in keys if parity[k]]
+    commit = (r.get("env") or {}).get("commit") or (r.get("source") or {}).get("commit")
+    if not since:
+        return "yes"
+    if not commit:
+        return "unknown"
+    ok = [_is_ancestor(c, commit) for c in since]
+    if any(v is False for v in ok):
+        return f"before fix ({', '.join(c[:7] for c, v in zip(since, ok) if v is False)})"
+    return "yes" if all(ok) else "unknown"
 
 
 def _headline(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -178,7 +228,7 @@ def _order(r: dict[str, Any]) -> tuple:
     return (kind, r["dataset"], _budget_key(b), r["label"])
 
 
-def summary_table(data: list[dict[str, Any]], parity: set[str]) -> list[str]:
+def summary_table(data: list[dict[str, Any]], parity: dict[str, str | None]) -> list[str]:
     rows = sorted(_headline(_accuracy_rows(data)).values(), key=_order)
     body = []
     for r in rows:
@@ -186,7 +236,7 @@ def summary_table(data: list[dict[str, Any]], parity: set[str]) -> list[str]:
         body.append([r["label"], r["dataset"], _budget(r.get("budget") or {}), _acc(r),
                      _protocol(r), _iters(r), _cpu(r), _published(r),
                      _num(r.get("stored_bytes")) if r.get("stored_bytes") is not None else "unknown",
-                     "yes" if has_parity(r["method"], parity) else "—",
+                     parity_word(r, parity),
                      f"**{word}**" + (f" ({why})" if why else ""), f"{r['suite']}/{r['id']}"])
     head = ["method", "dataset", "budget", "accuracy %", "protocol", "iterations run / published",
             "distillation CPU-s (threads)", "published", "stored bytes", "parity", "status",
@@ -309,7 +359,7 @@ def suite_section(suite: dict[str, Any], level: str = "##") -> list[str]:
     return lines + [""]
 
 
-def render(data: list[dict[str, Any]], parity: set[str]) -> str:
+def render(data: list[dict[str, Any]], parity: dict[str, str | None]) -> str:
     units = data[0]["units"] if data else {}
     lines = ["# Benchmarks", "", HEADER, "",
              f"Generated from {len(data)} results files in "
@@ -321,7 +371,7 @@ def render(data: list[dict[str, Any]], parity: set[str]) -> str:
     lines += ["", "## Summary: which method, how good, at what cost", "",
               "One row per method × dataset × budget: the results row with the most iterations "
               "(then the `paper` protocol, then the most models). Every row of every suite "
-              "follows in the suite sections.", "", STATUS_RULE, ""]
+              "follows in the suite sections.", "", STATUS_RULE, "", PARITY_RULE, ""]
     lines += summary_table(data, parity) + [""]
     speed_only = lambda s: all(r.get("kind") == "speed" for r in s["rows"].values())  # noqa: E731
     for s in data:
