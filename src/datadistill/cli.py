@@ -147,6 +147,20 @@ def _eval_every(args, real, run):
 
 
 def cmd_distill(args) -> int:
+    """Also under ``torchrun --nproc-per-node N``: the process group comes from torchrun's
+    environment (gloo on CPU, NCCL on CUDA; ``dist.py``), the real-data work is split across the
+    ranks, and rank 0 alone writes files and prints."""
+    from . import dist
+
+    group = dist.init_from_env(args.device)
+    try:
+        return _cmd_distill(args, dist.is_main())
+    finally:
+        dist.finalize(group)
+
+
+def _cmd_distill(args, main: bool) -> int:
+    from . import dist
     from .distillers import DISTILLERS
     from .report import curve_png, image_grid
 
@@ -169,25 +183,30 @@ def cmd_distill(args) -> int:
             params[flag] = v
     distiller = cls.from_config(args.preset, **params)
     run = distiller.use_run(_run_options(args))
-    print(f"[datadistill] {_describe_run(run)}", file=sys.stderr)
+    if main:
+        world = f" x {dist.world_size()} processes" if dist.is_distributed() else ""
+        print(f"[datadistill] {_describe_run(run)}{world}", file=sys.stderr)
     real = _load_data(args.dataset, args.data_dir, args.zca)
     budget = {k: getattr(args, k) for k in ("ipc", "ratio", "users") if getattr(args, k) is not None}
     syn = distiller.init_synset(real, **budget)
     syn.meta["dataset_source"] = args.dataset
-    out.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps({k: getattr(args, k) for k in (
-        "method", "dataset", "ipc", "ratio", "users", "preset", "set", "iterations", "seed",
-        "data_dir", "zca")}, indent=2))
+    dist.barrier()  # every rank has read run.json (--resume) before rank 0 rewrites it
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps({k: getattr(args, k) for k in (
+            "method", "dataset", "ipc", "ratio", "users", "preset", "set", "iterations", "seed",
+            "data_dir", "zca")}, indent=2))
     from .report.progress import MetricsLog
-    log = MetricsLog(out / "log.jsonl", args.log_every)
-    tb = _tensorboard(args.tensorboard, "distill")
+    log = MetricsLog(out / "log.jsonl", args.log_every) if main else None
+    tb = _tensorboard(args.tensorboard, "distill") if main else None
     history: list[tuple[float, float]] = []
-    bar = None if args.quiet else _progress_bar(distiller.iterations, args.method, "it")
-    evaluate_now = _eval_every(args, real, run)
+    bar = None if args.quiet or not main else _progress_bar(distiller.iterations, args.method, "it")
+    evaluate_now = _eval_every(args, real, run) if main else (lambda syn, ev: None)
 
     def progress(ev):
         evaluate_now(syn, ev)
-        log(ev)
+        if log is not None:
+            log(ev)
         if tb is not None:
             tb(ev)
         if "loss" in ev:
@@ -209,11 +228,14 @@ def cmd_distill(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 3
     finally:
-        log.close()
+        if log is not None:
+            log.close()
         if tb is not None:
             tb.close()
         if bar is not None:
             bar.close()
+    if not main:
+        return 0
     if real.info.modality == "image":
         image_grid(syn, out / "grid.png")
     if len(history) > 1:

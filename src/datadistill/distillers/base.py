@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 
 from .. import checkpoint as ckpt
-from .. import perf
+from .. import dist, perf
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError  # noqa: F401 (re-exported)
 from ..models import create_model
 from ..registry import Registry
@@ -135,6 +135,8 @@ class Distiller:
         """Resolve ``run`` for this method (``perf.resolve``): ``self.run_``, ``self.device_``."""
         self.run_ = perf.resolve(run, self.auto_run())
         self.device_ = torch.device(self.run_.device)
+        # the distributed context (``dist.py``): processes sharing the real-data work (1: none)
+        self.world_ = dist.world_size()
         return self.run_
 
     def make_model(self, name: str, info, *, generator: torch.Generator | None = None, **kw):
@@ -161,6 +163,8 @@ class Distiller:
 
     def _save(self, syn: SyntheticSet, snap: dict[str, Any], workdir: Path, elapsed: float) -> None:
         self._finalize_meta(syn, snap["iteration"], elapsed)
+        if not dist.is_main():
+            return  # under torch.distributed the summary is replicated: rank 0 writes it
         live = {k: v.detach().clone() for k, v in syn.state_dict().items()}
         with torch.no_grad():
             syn.load_state_dict(snap["synset"])
@@ -173,6 +177,8 @@ class Distiller:
         syn.meta.update({"method": self.name, "params": self.params(), "seed": self.seed,
                          "iterations": iteration, "wall_time_s": round(elapsed, 3),
                          "run": self.run_.to_dict(), **self.extra_meta()})
+        if getattr(self, "world_", 1) > 1:  # how fast, like "run": processes that shared the real-data work
+            syn.meta["world_size"] = self.world_
 
     def extra_meta(self) -> dict[str, Any]:
         """Facts beyond the parameters that the saved summary should carry."""

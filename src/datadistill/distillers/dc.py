@@ -33,6 +33,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from .. import dist
 from ..models import create_model, has_batchnorm
 from ..objectives import GRADIENT_METRICS, gradient_distance
 from ..runtime import autocast
@@ -77,6 +78,11 @@ def freeze_batchnorm(net: nn.Module, x: Tensor, exact: bool = False) -> None:
     for m, mom in zip(bns, saved):
         m.momentum = mom
         m.eval()
+
+
+def _batchnorm_training(net: nn.Module) -> bool:
+    return any(m.training for m in net.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm))
 
 
 @DISTILLERS.register("dc")
@@ -191,7 +197,32 @@ class DC(ImageDistiller):
     def loss_gradient(self, net: nn.Module, params: list[Tensor], x: Tensor, y: Tensor,
                       label_format: str = "hard", create_graph: bool = False) -> list[Tensor]:
         """Gradient of the label loss of ``net`` on ``(x, y)`` w.r.t. ``params``; with
-        ``create_graph`` it stays differentiable w.r.t. ``x`` (second order)."""
+        ``create_graph`` it stays differentiable w.r.t. ``x`` (second order).
+
+        Under torch.distributed (``dist.py``) a real-data gradient (``create_graph=False``: the
+        batch ``x`` is drawn identically on every rank) is split: each rank differentiates the
+        loss of its slice, the gradients of the summed per-slice losses are all-reduced and
+        divided by the global batch size, so every rank holds the whole batch's gradient (equal
+        up to rounding). A network with batch norm in train mode couples the batch, so it is
+        not split."""
+        if not create_graph and getattr(self, "world_", 1) > 1 and not _batchnorm_training(net):
+            return self._sharded_loss_gradient(net, params, x, y, label_format)
+        return self._loss_gradient(net, params, x, y, label_format, create_graph)
+
+    def _sharded_loss_gradient(self, net, params, x, y, label_format):
+        n = x.shape[0]
+        sl = dist.shard(n)
+        m = sl.stop - sl.start
+        if m:
+            g = self._loss_gradient(net, params, x[sl], y[sl], label_format, False)
+            flat = torch.cat([t.reshape(-1) for t in g]) * (m / n)
+        else:
+            flat = torch.zeros(sum(p.numel() for p in params), dtype=torch.float32,
+                               device=self.device_)
+        dist.all_reduce_sum(flat)
+        return [t.view_as(p) for t, p in zip(flat.split([p.numel() for p in params]), params)]
+
+    def _loss_gradient(self, net, params, x, y, label_format, create_graph):
         if not create_graph and self.real_grad_ is not None and len(params) == len(self.names_):
             g = self.real_grad_(dict(zip(self.names_, params)), x, y)  # (it detaches them)
             return [t.float() for t in g.values()]
