@@ -125,7 +125,10 @@ def activate(run: RunOptions):
 def describe(run: RunOptions) -> str:
     """One line for logs: the resolved options that matter."""
     from .allocator import allocator_in_use
-    alloc = allocator_in_use() if run.allocator == "tuned" else run.allocator
+    alloc = run.allocator
+    if run.allocator == "tuned":  # (applied when the run starts, after this line is printed)
+        in_use = allocator_in_use()
+        alloc = "tuned" if in_use == "default" else in_use
     parts = [f"device {run.device}", f"precision {run.precision}",
              f"threads {run.threads or torch.get_num_threads()}",
              f"fused kernels {'on' if run.fused else 'off'}",
