@@ -99,10 +99,6 @@ class IDC(DC):
     net_strategy: str = "color_crop"
     pixel_space: bool = True  # summary SGD in [0, 1] pixels as the reference (False: normalized)
 
-    def auto_run(self):
-        # IDC matches conv weights only with its own loop: DC's compiled paths never run here
-        return {**super().auto_run(), "compile": False}
-
     def __post_init__(self):
         if self.factor < 1:
             raise ConfigError(f"factor must be >= 1, got {self.factor}")
