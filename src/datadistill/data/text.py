@@ -368,10 +368,7 @@ def build_text_data(name: str, splits: dict[str, tuple[list[str], list[str]]], *
 
 def _find(folder: str, files: tuple[str, ...], data_dir) -> Path:
     from .files import candidate_dirs
-    shared = Path(__file__).resolve().parents[4] / "shared" / "data" / "text"
-    cands = candidate_dirs(folder, data_dir) + [shared / folder]
-    if os.environ.get("DATADISTILL_SHARED_DATA"):
-        cands.insert(0, Path(os.environ["DATADISTILL_SHARED_DATA"]) / "text" / folder)
+    cands = candidate_dirs(folder, data_dir)
     for d in cands:
         if all((d / f).is_file() for f in files):
             return d
