@@ -22,15 +22,11 @@ import math
 import torch
 
 
-class AdaBelief(torch.optim.Optimizer):
-    """AdaBelief (no weight decay, no rectification): Adam with the second moment of the
-    gradient's deviation from its running mean."""
+class _MomentOptimizer(torch.optim.Optimizer):
+    """The loop both optimizers share: per parameter with a gradient, a step counter and two
+    moment buffers (``SECOND`` names the second), then the subclass's ``_update``."""
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-16):
-        if lr < 0 or eps < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"invalid AdaBelief settings: lr={lr}, betas={betas}, eps={eps}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
+    SECOND = "exp_avg_sq"
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -39,29 +35,44 @@ class AdaBelief(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            b1, b2 = group["betas"]
-            eps = group["eps"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad
                 st = self.state[p]
                 if not st:
                     st["step"] = 0
                     st["exp_avg"] = torch.zeros_like(p)
-                    st["exp_avg_var"] = torch.zeros_like(p)
+                    st[self.SECOND] = torch.zeros_like(p)
                 st["step"] += 1
-                t = st["step"]
-                m, s = st["exp_avg"], st["exp_avg_var"]
-                m.mul_(b1).add_(g, alpha=1 - b1)
-                dev = g - m
-                s.mul_(b2).addcmul_(dev, dev, value=1 - b2).add_(eps)
-                denom = (s / (1 - b2 ** t)).sqrt_().add_(eps)
-                p.addcdiv_(m, denom, value=-group["lr"] / (1 - b1 ** t))
+                self._update(p, p.grad, st["exp_avg"], st[self.SECOND], st["step"], group)
         return loss
 
+    def _update(self, p, g, m, second, t, group) -> None:
+        raise NotImplementedError
 
-class Lamb(torch.optim.Optimizer):
+
+class AdaBelief(_MomentOptimizer):
+    """AdaBelief (no weight decay, no rectification): Adam with the second moment of the
+    gradient's deviation from its running mean."""
+
+    SECOND = "exp_avg_var"
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-16):
+        if lr < 0 or eps < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"invalid AdaBelief settings: lr={lr}, betas={betas}, eps={eps}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
+
+    def _update(self, p, g, m, s, t, group):
+        (b1, b2), eps = group["betas"], group["eps"]
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        dev = g - m
+        s.mul_(b2).addcmul_(dev, dev, value=1 - b2).add_(eps)
+        denom = (s / (1 - b2 ** t)).sqrt_().add_(eps)
+        p.addcdiv_(m, denom, value=-group["lr"] / (1 - b1 ** t))
+
+
+class Lamb(_MomentOptimizer):
     """LAMB: Adam's bias-corrected direction (plus decoupled weight decay), rescaled per
     parameter tensor by the trust ratio ||theta|| / ||direction||."""
 
@@ -72,35 +83,16 @@ class Lamb(torch.optim.Optimizer):
                              f"weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["exp_avg"] = torch.zeros_like(p)
-                    st["exp_avg_sq"] = torch.zeros_like(p)
-                st["step"] += 1
-                t = st["step"]
-                m, v = st["exp_avg"], st["exp_avg_sq"]
-                m.mul_(b1).add_(g, alpha=1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                r = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt_().add_(group["eps"]))
-                if group["weight_decay"]:
-                    r.add_(p, alpha=group["weight_decay"])
-                p_norm, r_norm = float(p.norm()), float(r.norm())
-                ratio = p_norm / r_norm if p_norm > 0 and r_norm > 0 else 1.0
-                p.add_(r, alpha=-group["lr"] * ratio)
-        return loss
+    def _update(self, p, g, m, v, t, group):
+        b1, b2 = group["betas"]
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        r = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt_().add_(group["eps"]))
+        if group["weight_decay"]:
+            r.add_(p, alpha=group["weight_decay"])
+        p_norm, r_norm = float(p.norm()), float(r.norm())
+        ratio = p_norm / r_norm if p_norm > 0 and r_norm > 0 else 1.0
+        p.add_(r, alpha=-group["lr"] * ratio)
 
 
 def cosine_decay(t: int, total: int, alpha: float = 0.0) -> float:
