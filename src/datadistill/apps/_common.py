@@ -379,3 +379,12 @@ def parse_method(spec: str) -> tuple[str, int | None]:
         return name.strip().lower(), (int(it) if it else None)
     except ValueError:
         raise ConfigError(f"{spec!r}: the iterations after ':' must be an integer") from None
+
+
+def plot_path(args, default: str) -> Path:
+    """Where an app's picture goes: ``--png``, else beside ``--out``, else ``default``
+    (its folder created)."""
+    png = Path(args.png) if args.png else (Path(args.out).with_suffix(".png") if args.out
+                                           else Path(default))
+    png.parent.mkdir(parents=True, exist_ok=True)
+    return png

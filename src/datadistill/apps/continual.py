@@ -435,8 +435,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pathlib import Path
-
     from .. import perf
     from ..data import load_dataset
 
@@ -463,9 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"lr {args.lr}; recall: {st['recall']['protocol']} protocol, "
           f"{st['recall']['epochs']} epochs; seeds {seeds}")
     print(results_table(res))
-    png = Path(args.png) if args.png else (Path(args.out).with_suffix(".png") if args.out
-                                           else Path("continual.png"))
-    png.parent.mkdir(parents=True, exist_ok=True)
+    png = C.plot_path(args, "continual.png")
     plot(res, png)
     print(f"plot: {png}")
     if args.out:

@@ -545,8 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"protocol; FedAvg ({st['backend']}): {st['rounds']} rounds x {st['local_epochs']} local "
           f"epoch(s), lr {st['local_lr']}, batch {st['batch_size']}; CPU {total.cpu:.0f} s")
     print(results_table(res))
-    png = Path(args.png) if args.png else (Path(args.out).with_suffix(".png") if args.out
-                                           else Path("federated.png"))
+    png = C.plot_path(args, "federated.png")
     print(f"plot: {plot(res, png)}")
     if args.out:
         rows = bench_rows(res)

@@ -346,8 +346,7 @@ def main_attack(args) -> int:
           f"{ep}); real: "
           f"{st['real_training']}; CPU {total.cpu:.0f} s")
     print(results_table(res))
-    png = Path(args.png) if args.png else (Path(args.out).with_suffix(".png") if args.out
-                                           else Path("privacy-mia.png"))
+    png = C.plot_path(args, "privacy-mia.png")
     print(f"plot: {plot(res, png)}")
     if args.out:
         path = C.write_bench_results(

@@ -360,9 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{st['full']['epochs']} epochs on {st['full']['train_examples']} full-data examples "
           f"({st['full']['cached']} of {st['num_archs']} cached)")
     print(results_table(res))
-    png = Path(args.png) if args.png else (Path(args.out).with_suffix(".png") if args.out
-                                           else Path("nas.png"))
-    png.parent.mkdir(parents=True, exist_ok=True)
+    png = C.plot_path(args, "nas.png")
     plot(res, png)
     print(f"plot: {png}")
     if args.out:

@@ -57,16 +57,24 @@ def ctgan_rows(real, ipc: int, *, seed: int = 0, epochs: int = CTGAN_EPOCHS, log
             df[ind] = df[c["name"]].isna().map({True: "yes", False: "no"})
             df[c["name"]] = df[c["name"]].fillna(c["mean"])
             discrete.append(ind)
-    torch.manual_seed(seed)  # CTGAN draws from the global generators (its own API)
+    # CTGAN draws from the global generators (its own API): seed them for the fit and the
+    # sampling only, and give the caller's global RNG state back afterwards
     import numpy as np
-    np.random.seed(seed)
-    model = CTGAN(epochs=epochs, cuda=False)
-    if log:
-        log(f"ctgan: training {epochs} epochs on {len(df)} rows")
-    model.fit(df, discrete)
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            model = CTGAN(epochs=epochs, cuda=False)
+            if log:
+                log(f"ctgan: training {epochs} epochs on {len(df)} rows")
+            model.fit(df, discrete)
+            samples = [model.sample(ipc, condition_column=label, condition_value=cls)
+                       .to_dict("records") for cls in schema.classes]
+        finally:
+            np.random.set_state(np_state)
     syn = TabularSet(real.info, ipc=ipc)
-    for k, cls in enumerate(schema.classes):
-        s = model.sample(ipc, condition_column=label, condition_value=cls).to_dict("records")
+    for k, s in enumerate(samples):
         for r in s:
             for c in schema.columns:
                 if c["kind"] == "numeric" and c["missing"] and r.pop(f"{c['name']}__missing") == "yes":

@@ -9,7 +9,6 @@ import time
 
 import torch
 
-from ..registry import Registry  # noqa: F401
 from ..runtime import make_generator
 from ..synsets import check_ipc
 from ..synsets.pixels import PixelSet

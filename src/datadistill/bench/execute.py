@@ -100,7 +100,7 @@ def _distill_seed(row: Row, real, seed: int, sdir: Path, resume: bool, runner) -
 
 
 def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner) -> dict[str, Any]:
-    per_seed, summaries = [], []
+    per_seed = []
     real = None
     data_cpu = 0.0
     for seed in row.seeds:

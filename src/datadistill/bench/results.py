@@ -13,7 +13,6 @@ rewritten atomically after every row, so an interrupted suite loses at most the 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -99,11 +98,8 @@ def all_results(results_dir: Path) -> list[dict[str, Any]]:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from ..data.files import file_hash
+    return file_hash(path, "sha256")
 
 
 def keep_summary(summary_dir: Path, layout: Layout, suite: str, row: str, seed: int,

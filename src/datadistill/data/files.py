@@ -51,12 +51,17 @@ def resolve(d: Path, filename: str) -> Path:
     return p if p.exists() else d / (filename + ".gz")
 
 
-def md5sum(path: Path) -> str:
-    h = hashlib.md5()
+def file_hash(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def md5sum(path: Path) -> str:
+    return file_hash(path, "md5")
 
 
 def download(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
