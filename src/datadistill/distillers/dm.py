@@ -65,56 +65,26 @@ class DM(ImageDistiller):
         self.embed_ = torch.compile(net.embed) if run.compile else net.embed
 
     def step(self, real, syn):
-        if getattr(self, "world_", 1) > 1 and self.chunk_ is not None:
-            return self._step_distributed(real, syn)
+        """One iteration. Under a process group (``dist.py``) the real side is split across
+        ranks: every rank draws the same real batches and DSA parameters from the shared
+        generator, embeds only its slice of each class's batch, and the per-class embedding sums
+        are all-reduced (the counts are the global batch sizes every rank knows); the class
+        means, the synthetic side and the update are then the same on every rank. On one process
+        the slice is the whole batch. With batch norm the real forward is one batch over all
+        classes (its statistics span them), run whole on every rank."""
         k, dev = real.info.num_classes, self.device_
+        split = self.chunk_ is not None  # (not under batch norm)
         init_parameters(self.net_, self.gen_)  # a fresh random network: theta ~ P_theta
         self.net_.train()
         x_syn, _ = syn.materialize()
         ids = syn.class_ids
         xr, xs, real_ids, syn_ids = [], [], [], []
-        for c in range(k):  # one siamese augmentation per class, as in the reference
-            p = self.sample_augment(real)
-            xr.append(self.augment(real.sample_class(c, self.batch_real, self.gen_).to(dev), p))
-            sel = torch.nonzero(ids == c).flatten()
-            xs.append(self.augment(x_syn[sel], p))
-            real_ids.append(torch.full((xr[-1].shape[0],), c, device=dev))
-            syn_ids.append(ids[sel])
-        fmt = torch.channels_last if self.run_.channels_last else torch.contiguous_format
-        embed = lambda x: self.embed_(x.contiguous(memory_format=fmt)).float()  # noqa: E731
-        with autocast(dev, self.run_.precision):
-            with torch.no_grad():
-                xr_all = torch.cat(xr)
-                chunk = self.chunk_ or xr_all.shape[0]  # batch norm: one forward, all classes
-                emb = torch.cat([embed(xr_all[i:i + chunk])
-                                 for i in range(0, xr_all.shape[0], chunk)])
-                mr = class_means(emb, torch.cat(real_ids), k)
-            ms = class_means(embed(torch.cat(xs)), torch.cat(syn_ids), k)
-        loss = mean_embedding_distance(mr, ms)
-        self.optimizer_.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer_.step()
-        return {"loss": float(loss.detach())}
-
-    def _step_distributed(self, real, syn):
-        """``step`` with the real side split across ranks (``dist.py``): every rank draws the
-        same real batches and DSA parameters from the shared generator, embeds only its slice of
-        each class's batch, and the per-class embedding sums are all-reduced (the counts are the
-        global batch sizes every rank knows); the class means, the synthetic side and the update
-        are then the same on every rank. With batch norm the real forward is one batch (its
-        statistics span the classes), so ``step`` runs the whole of it on every rank instead."""
-        k, dev = real.info.num_classes, self.device_
-        init_parameters(self.net_, self.gen_)
-        self.net_.train()
-        x_syn, _ = syn.materialize()
-        ids = syn.class_ids
-        xr, xs, real_ids, syn_ids = [], [], [], []
         counts = torch.zeros(k, dtype=torch.float32, device=dev)
-        for c in range(k):  # the same draws, in the same order, as ``step``
+        for c in range(k):  # one siamese augmentation per class, as in the reference
             p = self.sample_augment(real)
             batch = real.sample_class(c, self.batch_real, self.gen_)
             counts[c] = batch.shape[0]
-            mine = batch[dist.shard(batch.shape[0])]
+            mine = batch[dist.shard(batch.shape[0])] if split else batch
             if mine.shape[0]:
                 xr.append(self.augment(mine.to(dev), p))
                 real_ids.append(torch.full((mine.shape[0],), c, device=dev))
@@ -124,17 +94,18 @@ class DM(ImageDistiller):
         fmt = torch.channels_last if self.run_.channels_last else torch.contiguous_format
         embed = lambda x: self.embed_(x.contiguous(memory_format=fmt)).float()  # noqa: E731
         with autocast(dev, self.run_.precision):
-            ms = class_means(embed(torch.cat(xs)), torch.cat(syn_ids), k)
             with torch.no_grad():
-                sums = torch.zeros(k, ms.shape[1], dtype=torch.float32, device=dev)
+                sums = torch.zeros(k, self.net_.feature_dim, dtype=torch.float32, device=dev)
                 if xr:
-                    xr_all, rid = torch.cat(xr), torch.cat(real_ids)
-                    chunk = self.chunk_
+                    xr_all = torch.cat(xr)
+                    chunk = self.chunk_ or xr_all.shape[0]  # batch norm: one forward
                     emb = torch.cat([embed(xr_all[i:i + chunk])
                                      for i in range(0, xr_all.shape[0], chunk)])
-                    sums.index_add_(0, rid, emb.float())
-                dist.all_reduce_sum(sums)
+                    sums.index_add_(0, torch.cat(real_ids), emb)
+                if split:
+                    dist.all_reduce_sum(sums)
                 mr = sums / counts.clamp_min(1)[:, None]
+            ms = class_means(embed(torch.cat(xs)), torch.cat(syn_ids), k)
         loss = mean_embedding_distance(mr, ms)
         self.optimizer_.zero_grad(set_to_none=True)
         loss.backward()
