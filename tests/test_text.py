@@ -132,3 +132,31 @@ def test_minilm_encodes_offline():
     from datadistill.data.text import encode_minilm
     e = encode_minilm(["how far is denver from aspen ?", "who was galileo ?"])
     assert e.shape == (2, 384) and torch.allclose(e.norm(dim=1), torch.ones(2), atol=1e-4)
+
+
+def test_minilm_features_are_standardized_and_spaces_not_mixed(monkeypatch):
+    """Sentence embeddings (unit norm, coordinates ~0.05) are standardized per feature with the
+    training split's statistics; a summary made in the raw space is refused."""
+    from conftest import SHARED_DATA
+    from datadistill.data import text
+    src = SHARED_DATA / "text"
+    if not (src / "trec").is_dir():
+        pytest.skip(f"{src} not available")
+
+    def fake(name, split, texts, cache):  # unit-norm vectors like MiniLM's, without the model
+        g = torch.Generator().manual_seed(len(texts))
+        x = torch.randn(len(texts), 8, generator=g) + torch.arange(8.0)
+        return x / x.norm(dim=1, keepdim=True)
+
+    monkeypatch.setattr(text, "_minilm_cached", fake)
+    real = load_dataset("trec-minilm", data_dir=src)
+    x = real.train.x
+    assert torch.allclose(x.mean(0), torch.zeros(8), atol=1e-5)
+    assert torch.allclose(x.std(0), torch.ones(8), atol=1e-4)
+    assert len(real.info.extra["feature_mean"]) == 8 and "standardized" in real.info.extra
+    syn = select_baseline(real, "random", ipc=2, seed=0)
+    from dataclasses import replace
+    raw = replace(real.info, extra={k: v for k, v in real.info.extra.items() if k != "standardized"})
+    syn.info = raw
+    with pytest.raises(DataFormatError, match="encoder"):
+        evaluate(syn, real, protocol="smoke", run=RUN)

@@ -53,7 +53,8 @@ def check_text_match(syn: SyntheticSet, real) -> None:
     from ..data.text import same_table
 
     a, b = si.extra.get("encoder"), ri.extra.get("encoder")
-    if a != b or (a == "embedding" and not same_table(si.extra, ri.extra)):
+    if a != b or (a == "embedding" and not same_table(si.extra, ri.extra)) or \
+            si.extra.get("standardized") != ri.extra.get("standardized"):
         raise DataFormatError(f"summary was distilled in encoder {a!r} (table sha256 "
                               f"{str(si.extra.get('encoder_sha256'))[:12]}) but the data is encoded "
                               f"by {b!r} ({str(ri.extra.get('encoder_sha256'))[:12]}); load the "
