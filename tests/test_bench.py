@@ -26,6 +26,8 @@ method = "dm"
 preset = "tiny"
 ipc = 2
 published = {accuracy = 50.0, std = 1.0, source = "a test figure", iterations = 10}
+robust = {full = {epochs = 1}}
+byte_budget = 100000
 
 [[rows]]
 id = "dm-speed"
@@ -76,6 +78,16 @@ def test_results_file_schema(bench):
     assert summ["stored_bytes"] == acc["stored_bytes"] > 0 and len(summ["sha256"]) == 64
     kept = bench.parent / summ["kept"]  # small summaries are copied beside the results
     assert (kept / "summary.safetensors").exists()
+    # robust = {...}: DD-Ranking's scores from the library's function, pooled over seeds
+    rob = acc["robust"]
+    assert "DD-Ranking" in rob["source"] and rob["rounds"] == 1 and rob["seeds"] == 1
+    assert rob["protocol"]["name"] == "smoke" and rob["full_reference"]["kind"] == "custom"
+    conv = rob["models"]["convnet"]
+    assert 0 <= conv["lrs"]["mean"] <= 100 and 0 <= conv["ars"]["mean"] <= 100
+    assert conv["lrs"]["n"] == 1 and len(conv["accuracies"]["random_no_aug"]) == 1
+    assert conv["accuracies"]["summary"] == acc["per_model"]["convnet"]["accs"]  # reused
+    assert rob["cpu_s"] > 0 and acc["cpu_s"]["robust"] == rob["cpu_s"]
+    assert acc["declared"]["byte_budget"] == 100000
     speed = data["rows"]["dm-speed"]
     assert speed["status"] == "done" and speed["iterations_timed"] == 2
     assert speed["cpu_s_per_iter"]["median"] > 0 and speed["peak_rss_bytes"] > 0
@@ -138,7 +150,59 @@ def test_report_opens_with_the_summary_table(bench, tmp_path):
     assert first_table.startswith("| method | dataset | budget | accuracy % | protocol | "
                                   "iterations run / published |")
     assert "| dm | digits | IPC 2 |" in text and "reduced run" in text  # 3 of 10 iterations
-    assert text.index("## Summary") < text.index("## Tiny (`tiny`)")
+    assert text.index("## Summary") < text.index("## At fixed stored bytes") \
+        < text.index("## Robust scores") < text.index("## Tiny (`tiny`)")
+    acc = json.loads((bench / "results" / "tiny.json").read_text())["rows"]["dm-ipc2"]
+    summary = next(x for x in text.splitlines() if x.startswith("| dm | digits | IPC 2 |"))
+    assert f"| {acc['stored_bytes']:,} " in summary  # the stored-bytes column
+    fixed = text[text.index("## At fixed stored bytes"):text.index("## Robust scores")]
+    assert "| digits | 100,000 (97.7 KiB) | dm | IPC 2 |" in fixed and "| fits |" in fixed
+    robust = text[text.index("## Robust scores"):text.index("## Tiny (`tiny`)")]
+    lrs = acc["robust"]["models"]["convnet"]["lrs"]["mean"]
+    assert "| dm | digits | IPC 2 | convnet |" in robust and f"**{lrs:.2f}**" in robust
+    assert "smoke (20 ep, 1 rounds)" in robust and "tiny/dm-ipc2" in robust
+
+
+def test_stored_bytes_of_old_rows_and_unknown_ones():
+    """Rows recorded before the runner kept ``stored_bytes`` at row level: the per-seed figure,
+    else a dash (never a guess)."""
+    from datadistill.bench.report import stored_bytes, summary_table
+
+    assert stored_bytes({"stored_bytes": 7}) == 7
+    assert stored_bytes({"stored_bytes": None, "summaries": [{"stored_bytes": 31440}]}) == 31440
+    assert stored_bytes({"summaries": [{"stored_bytes": None}]}) is None
+    row = {"id": "r", "kind": "accuracy", "status": "done", "label": "x", "method": "x",
+           "dataset": "digits", "budget": {"ipc": 1}, "accuracy": {"mean": 50.0, "n": 1},
+           "summaries": [{"stored_bytes": None}]}
+    head, _, line = summary_table([{"suite": "s", "rows": {"r": row}}], {})
+    cells = dict(zip(head.strip("| ").split(" | "), line.strip("| ").split(" | ")))
+    assert cells["stored bytes"] == "—"
+
+
+def test_resume_of_a_row_that_never_started(tmp_path):
+    """``--resume`` on a row without a run folder starts it (it used to write its progress log
+    before creating the folder: FileNotFoundError)."""
+    from datadistill.bench.execute import _distill_seed
+
+    class Fake:  # the runner's two calls _distill_seed makes
+        def checkpoint_iteration(self, sdir):
+            return 0
+
+        def distill_summary(self, row, real, seed, sdir, *, resume, on_iteration):
+            on_iteration({"iteration": 1})
+            return {"iterations": 1, "stored_bytes": 4}
+
+    sdir = tmp_path / "runs" / "suite" / "row" / "s0"
+    rec = _distill_seed(None, None, 0, sdir, True, Fake())
+    assert rec["iterations"] == 1 and (sdir / "distilled.json").exists()
+    assert [json.loads(x)["iteration"] for x in (sdir / "progress.jsonl").read_text().splitlines()] == [1]
+    # and through the command: a fresh suite run with --resume
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "r.toml").write_text(
+        '[[rows]]\nid = "random"\nmethod = "random"\ndataset = "digits"\nipc = 1\n'
+        'protocol = "smoke"\nrun = {threads = 1}\n')
+    assert main(["--bench-dir", str(tmp_path), "run", "r", "--resume"]) == 0
+    assert json.loads((tmp_path / "results" / "r.json").read_text())["rows"]["random"]["status"] == "done"
 
 
 @pytest.mark.parametrize("field,value", [("method", "no-such-method"), ("dataset", "no-such-data")])
@@ -151,6 +215,38 @@ def test_unknown_name_is_a_clear_error(tmp_path, capsys, field, value):
         load_suite(tmp_path / "suites" / "bad.toml")
     assert main(["--bench-dir", str(tmp_path), "run", "bad"]) == 2
     assert value in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,match", [
+    ('robust = {full = "published", lrs_weight = 2.0}', "lrs_weight"),
+    ('robust = {rounds = 3}', "rounds"),
+    ('robust = true\nprotocol = "nope"', "nope"),
+    ('robust = true\nkind = "speed"', "accuracy rows"),
+    ('byte_budget = -3', "byte_budget"),
+])
+def test_robust_and_byte_budget_keys_are_checked(tmp_path, extra, match):
+    (tmp_path / "s.toml").write_text(f'[[rows]]\nid = "r"\nmethod = "dm"\ndataset = "digits"\n'
+                                     f'ipc = 1\n{extra}\n')
+    with pytest.raises(SuiteError, match=match):
+        load_suite(tmp_path / "s.toml")
+
+
+def test_robust_needs_images_and_augmentation(tmp_path):
+    (tmp_path / "s.toml").write_text('[[rows]]\nid = "r"\nmethod = "random"\n'
+                                     'dataset = "tabular-toy"\nipc = 1\nrobust = true\n')
+    with pytest.raises(SuiteError, match="image"):
+        load_suite(tmp_path / "s.toml")
+
+
+def test_the_robust_suite_is_valid():
+    """bench/suites/robust.toml (the Fashion-MNIST rows whose robust scores BENCHMARKS.md shows)
+    parses and names known methods, presets and parameters."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "suites" / "robust.toml"
+    suite = load_suite(path)
+    assert suite.rows and all(r.robust is not None and r.dataset == "fashion-mnist"
+                              for r in suite.rows)
+    assert {"dm", "dsa", "mtt"} <= {r.method for r in suite.rows}
+    assert "CPU-min" in suite.notes
 
 
 def test_unknown_key_is_a_clear_error(tmp_path):

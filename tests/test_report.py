@@ -158,6 +158,42 @@ def test_report_of_runs_across_modalities(tmp_path, digits):
         assert s in text, s
 
 
+def test_report_decodes_text_and_tabular_runs(tmp_path):
+    """Text summaries appear as their nearest tokens and nearest real sentences, tabular ones as
+    their decoded rows under the original column names (the decoding ``datadistill show`` uses)."""
+    import html as html_mod
+
+    from datadistill.baselines import select_baseline
+    from datadistill.data import load_dataset
+    from datadistill.synsets.tabular import decode_rows
+    from datadistill.synsets.text import nearest_sentences, nearest_tokens
+
+    text, table = load_dataset("text-toy"), load_dataset("tabular-toy")
+    runs = []
+    for name, real in (("text", text), ("tabular", table)):
+        syn = select_baseline(real, "herding", ipc=2)
+        syn.save(tmp_path / name / "summary")
+        runs.append((tmp_path / name, syn, real))
+    out = write_report([r for r, _, _ in runs], tmp_path / "report.html")
+    page = html_mod.unescape(out.read_text())
+    _, syn, real = runs[0]
+    x = syn.materialize()[0]
+    for toks, near in zip(nearest_tokens(x, real.table, real.vocab.tokens),
+                          nearest_sentences(x, real)):
+        assert " ".join(toks) in page and near[0][0] in page
+    assert "nearest tokens" in page and "politics" in page
+    _, syn, _ = runs[1]
+    assert "<th>age</th><th>income</th><th>color</th><th>size</th><th>y</th>" in page
+    for rec in decode_rows(syn):
+        cells = "".join(f"<td>{'' if v is None else f'{v:.4g}' if isinstance(v, float) else v}"
+                        f"</td>" for v in rec.values())
+        assert cells in page, cells
+    assert "will be drawn here" not in page and "will be shown here" not in page
+    # without the real data (its encoder), a text summary says why it is not decoded
+    bare = write_report([runs[0][0]], tmp_path / "bare.html", load_real=False).read_text()
+    assert "cannot be decoded" in bare
+
+
 # -- progress -----------------------------------------------------------------------------------
 def test_metrics_log_every_n_resume_and_cpu(tmp_path):
     path = tmp_path / "log.jsonl"

@@ -72,16 +72,15 @@ def _distill_seed(row: Row, real, seed: int, sdir: Path, resume: bool, runner) -
         return json.loads(done.read_text())
     log_path = sdir / "progress.jsonl"
     base_cpu = base_wall = 0.0
-    if resume:
+    if resume and sdir.exists():  # (a row that never started has nothing to resume from)
         start = runner.checkpoint_iteration(sdir)
         entries = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
         entries = [e for e in entries if e["iteration"] <= start]
         if entries:
             base_cpu, base_wall = entries[-1]["cpu_s"], entries[-1]["wall_s"]
         log_path.write_text("".join(json.dumps(e) + "\n" for e in entries))
-    else:
-        if sdir.exists():
-            shutil.rmtree(sdir)
+    elif sdir.exists():
+        shutil.rmtree(sdir)
     sdir.mkdir(parents=True, exist_ok=True)
     c0, w0 = cpu_seconds(), time.perf_counter()
     with open(log_path, "a") as log:
@@ -115,9 +114,11 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
             data_cpu = cpu_seconds() - c
         dist = _distill_seed(row, real, seed, sdir, resume, runner)
         c, w = cpu_seconds(), time.perf_counter()
-        ev = runner.evaluate_summary(row, real, seed, sdir)
+        ev = runner.evaluate_summary(row, real, seed, sdir, clock=cpu_seconds)
+        rob = ev.get("robust") or {}  # (its own seconds, beyond the plain evaluation)
         rec = {"seed": seed, "distill": dist, "evaluate": {
-            "cpu_s": round(cpu_seconds() - c, 3), "wall_s": round(time.perf_counter() - w, 3),
+            "cpu_s": round(cpu_seconds() - c - (rob.get("cpu_s") or 0.0), 3),
+            "wall_s": round(time.perf_counter() - w - (rob.get("wall_s") or 0.0), 3),
             "peak_rss_bytes": peak_rss_bytes()}, **ev}
         rec["summary"] = res.keep_summary(sdir / "summary", layout, suite, row.id, seed,
                                           dist.get("stored_bytes"))
@@ -130,6 +131,7 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
     per_model = {m: {**_stats(a), "accs": a} for m, a in models.items()}
     first = per_seed[0]
     mean = lambda key, part: round(statistics.fmean(r[part][key] for r in per_seed), 3)  # noqa: E731
+    robust = _pool_robust([r["robust"] for r in per_seed if r.get("robust")])
     return {
         "metric": first["metric"], "protocol": first["protocol"], "overrides": first["overrides"],
         "accuracy": _stats(models[next(iter(models))]),  # the first architecture is the headline
@@ -137,16 +139,53 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
         "per_model": per_model,
         "iterations_run": min(r["distill"]["iterations"] for r in per_seed),
         "cpu_s": {"distill": mean("cpu_s", "distill"), "evaluate": mean("cpu_s", "evaluate"),
+                  **({"robust": robust["cpu_s"]} if robust else {}),
                   "data": round(data_cpu, 3), "per": "seed (mean over seeds)"},
         "wall_s": {"distill": mean("wall_s", "distill"), "evaluate": mean("wall_s", "evaluate")},
         "peak_rss_bytes": max(max(r["distill"]["peak_rss_bytes"], r["evaluate"]["peak_rss_bytes"])
                               for r in per_seed),
         "stored_bytes": first["distill"].get("stored_bytes"),
+        **({"robust": robust} if robust else {}),
         "run_resolved": {"distill": first["distill"].get("run"), "evaluate": first.get("run")},
         "summaries": [r["summary"] for r in per_seed],
         "seeds": [{"seed": r["seed"], "iterations": r["distill"]["iterations"],
                    "distill_cpu_s": r["distill"]["cpu_s"], "evaluate_cpu_s": r["evaluate"]["cpu_s"],
                    "resumed": r["distill"].get("resumed", False)} for r in per_seed],
+    }
+
+
+#: the per-round robust figures (``robust_scores``' ``models[m]``) pooled over seeds
+ROBUST_FIGURES = ("lrs", "ars", "hlr", "ior", "aug_gap", "noaug_gap")
+
+
+def _pool_robust(per_seed: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One seed's ``robust_scores`` output, or several seeds' pooled: each figure's per-round
+    values over all seeds (mean, population std, n), the accuracies behind them, the protocol
+    and references as recorded (the first seed's), CPU-seconds per seed (mean)."""
+    if not per_seed:
+        return None
+    first = per_seed[0]
+    models: dict[str, Any] = {}
+    for m in first["models"]:
+        recs = [s["models"][m] for s in per_seed if m in s.get("models", {})]
+        entry: dict[str, Any] = {"full_acc": recs[0].get("full_acc")}
+        for k in ROBUST_FIGURES:
+            vals = [float(v) for r in recs for v in (r.get(k) or {}).get("values", [])]
+            entry[k] = {**_stats(vals), "values": vals}
+        entry["accuracies"] = {a: [x for r in recs for x in (r.get("accuracies") or {}).get(a, [])]
+                               for a in (recs[0].get("accuracies") or {})}
+        models[m] = entry
+    cpu = [s["cpu_s"] for s in per_seed if s.get("cpu_s") is not None]
+    proto = first.get("protocol") or {}
+    return {
+        **{k: first.get(k) for k in ("definition", "source", "weights", "units", "full_reference",
+                                     "random", "summary_labels")},
+        "protocol": {k: proto.get(k) for k in ("name", "epochs", "num_models", "dsa", "lr",
+                                               "dsa_strategy") if k in proto},
+        "rounds": sum(int(s.get("rounds") or 0) for s in per_seed), "seeds": len(per_seed),
+        "models": models,
+        "cpu_s": round(statistics.fmean(cpu), 3) if cpu else None,
+        "per": "rounds pooled over seeds; cpu_s per seed (mean), beyond the plain evaluation",
     }
 
 

@@ -2,8 +2,10 @@
 
 It opens with one summary table (method × dataset × budget → accuracy, protocol, iterations
 run / published, distillation CPU-seconds with threads, published figure, stored bytes,
-parity, status), then one section per accuracy suite with every row and its environment,
-then the speed / memory suites. The status word follows a fixed rule (``status``).
+parity, status), then the rows compared at a fixed number of stored bytes (rows that declare
+``byte_budget``), then DD-Ranking's robust scores of the rows that computed them (``robust =
+true``), then one section per accuracy suite with every row and its environment, then the speed
+/ memory suites. The status word follows a fixed rule (``status``).
 """
 from __future__ import annotations
 
@@ -104,6 +106,28 @@ def _published(row: dict[str, Any]) -> str:
         return "—"
     s = f"{p['accuracy']:.1f}" + (f" ± {p['std']:.1f}" if p.get("std") else "")
     return s + (f" ({p['source']})" if p.get("source") else "")
+
+
+def stored_bytes(row: dict[str, Any]) -> int | None:
+    """The bytes a row's summary stores: the row's ``stored_bytes``, else the first recorded
+    per-seed figure (``summaries[].stored_bytes``); None when neither was recorded."""
+    if row.get("stored_bytes") is not None:
+        return int(row["stored_bytes"])
+    for s in row.get("summaries") or []:
+        if s and s.get("stored_bytes") is not None:
+            return int(s["stored_bytes"])
+    return None
+
+
+def _bytes(b: int | None, units: bool = True) -> str:
+    if b is None:
+        return "—"
+    if not units:
+        return f"{b:,}"
+    for unit, size in (("MiB", 2**20), ("KiB", 2**10)):
+        if b >= size:
+            return f"{b:,} ({b / size:.1f} {unit})"
+    return f"{b:,}"
 
 
 def _gib(b: int | None) -> str:
@@ -235,13 +259,101 @@ def summary_table(data: list[dict[str, Any]], parity: dict[str, str | None]) -> 
         word, why = status(r)
         body.append([r["label"], r["dataset"], _budget(r.get("budget") or {}), _acc(r),
                      _protocol(r), _iters(r), _cpu(r), _published(r),
-                     _num(r.get("stored_bytes")) if r.get("stored_bytes") is not None else "unknown",
-                     parity_word(r, parity),
+                     _bytes(stored_bytes(r), units=False), parity_word(r, parity),
                      f"**{word}**" + (f" ({why})" if why else ""), f"{r['suite']}/{r['id']}"])
     head = ["method", "dataset", "budget", "accuracy %", "protocol", "iterations run / published",
             "distillation CPU-s (threads)", "published", "stored bytes", "parity", "status",
             "results row"]
     return _table(head, body)
+
+
+BYTES_RULE = (
+    "A row is compared here when its suite declares `byte_budget` (bytes) for it: rows of one "
+    "dataset at one budget, best first. **fits** when the summary stores at most the budget, "
+    "**over** (by how much) otherwise, **unknown** when its bytes were not recorded; stored "
+    "bytes count every tensor that must be kept (examples, labels, learned step size, bases "
+    "and decoders of factorized summaries). The summary table above is at a fixed number of "
+    "examples per class.")
+
+
+def fixed_bytes_table(data: list[dict[str, Any]]) -> list[str]:
+    """Rows that declare a ``byte_budget``, grouped by dataset and budget, best accuracy first."""
+    rows = [r for r in _accuracy_rows(data) if (r.get("declared") or {}).get("byte_budget")]
+    if not rows:
+        return ["No row declares a byte budget yet (`byte_budget = <bytes>` in a suite row); "
+                "the summary table's stored-bytes column gives each row's bytes."]
+    rows.sort(key=lambda r: (r["dataset"], int(r["declared"]["byte_budget"]),
+                             -((r.get("accuracy") or {}).get("mean") or -1e9)))
+    body = []
+    for r in rows:
+        budget, got = int(r["declared"]["byte_budget"]), stored_bytes(r)
+        fit = "unknown" if got is None else "fits" if got <= budget else \
+            f"**over** (+{100 * (got / budget - 1):.1f} %)"
+        used = "—" if got is None else f"{100 * got / budget:.1f} %"
+        body.append([r["dataset"], _bytes(budget), r["label"], _budget(r.get("budget") or {}),
+                     _acc(r), _protocol(r), _bytes(got), used, fit, _cpu(r),
+                     f"{r['suite']}/{r['id']}"])
+    return _table(["dataset", "byte budget", "method", "examples", "accuracy %", "protocol",
+                   "stored bytes", "of budget", "fits", "distillation CPU-s (threads)",
+                   "results row"], body)
+
+
+ROBUST_RULE = (
+    "DD-Ranking's scores (Li et al., \"DD-Ranking: Rethinking the Evaluation of Dataset "
+    "Distillation\", arXiv:2505.13300, 2025; `datadistill.evaluation.robust`, the same function "
+    "as `datadistill evaluate --robust`; docs/report.md). Per round r, fresh models trained on "
+    "the summary, on the summary under hard labels, on the summary without evaluation-time "
+    "augmentation, and on a new random real subset of the same storage with and without "
+    "augmentation: HLR = full-data accuracy − the summary's under hard labels; IOR = the "
+    "summary's − the random subset's (each under its own evaluation); LRS = 100·(e^α − e^−1)/"
+    "(e − e^−1) with α = w·IOR − (1−w)·HLR; ARS the same with β = γ·(gap to random with "
+    "augmentation) + (1−γ)·(gap without); accuracies as fractions, w = γ = 0.5 unless the row "
+    "says otherwise. Mean ± population std over the rounds of every seed. The protocol column "
+    "is the evaluation every stage used (its DSA for \"with augmentation\"); HLR needs the "
+    "full-data accuracy named in the last column. Unlike DD-Ranking, no learning rate or "
+    "epoch is chosen on the test set, so accuracies (and scores) are the fixed protocol's.")
+
+
+def _pm(stat: dict[str, Any] | None) -> str:
+    if not stat or stat.get("mean") is None:
+        return "—"
+    return f"{stat['mean']:.2f}" + (f" ± {stat['std']:.2f}" if stat.get("std") is not None
+                                    and (stat.get("n") or 0) > 1 else "")
+
+
+def robust_table(data: list[dict[str, Any]]) -> list[str]:
+    """Every accuracy row with robust scores, one line per row and architecture."""
+    rows = sorted((r for r in _accuracy_rows(data) if r.get("robust")), key=_order)
+    body = []
+    for r in rows:
+        rob = r["robust"]
+        full = rob.get("full_reference") or {}
+        rnd = rob.get("random") or {}
+        proto = rob.get("protocol") or {}
+        how = (f"{proto.get('name', '?')} ({proto.get('epochs', '?')} ep, "
+               f"{rob.get('rounds', '?')} rounds"
+               + (f" over {rob['seeds']} seeds" if (rob.get("seeds") or 1) > 1 else "") + ")")
+        w = rob.get("weights") or {}
+        if (w.get("lrs"), w.get("ars")) not in ((0.5, 0.5), (None, None)):
+            how += f"; w = {w.get('lrs')}, γ = {w.get('ars')}"
+        for m, s in (rob.get("models") or {}).items():
+            acc = (r.get("per_model") or {}).get(m) or {}
+            body.append([
+                r["label"], r["dataset"], _budget(r.get("budget") or {}), m,
+                _pm(acc), f"**{_pm(s.get('lrs'))}**",
+                f"**{_pm(s.get('ars'))}**", _pm(s.get("hlr")), _pm(s.get("ior")),
+                _pm(s.get("aug_gap")), _pm(s.get("noaug_gap")), how,
+                f"IPC {rnd.get('ipc', '?')}, {rnd.get('labels', '?')} labels",
+                (f"{s['full_acc']:.1f} ({full.get('kind', '?')})"
+                 if s.get("full_acc") is not None else "—"),
+                f"{r['suite']}/{r['id']}"])
+    if not body:
+        return ["No row computed them yet (`robust = true` in a suite row; "
+                "`python -m datadistill.bench run robust`)."]
+    return _table(["method", "dataset", "budget", "model", "accuracy %", "LRS %", "ARS %",
+                   "HLR (pp)", "IOR (pp)", "gap to random w/ aug (pp)",
+                   "gap to random w/o aug (pp)", "protocol (rounds)", "random subsets",
+                   "full-data % (source)", "results row"], body)
 
 
 def _speed_table(suite: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
@@ -373,6 +485,9 @@ def render(data: list[dict[str, Any]], parity: dict[str, str | None]) -> str:
               "(then the `paper` protocol, then the most models). Every row of every suite "
               "follows in the suite sections.", "", STATUS_RULE, "", PARITY_RULE, ""]
     lines += summary_table(data, parity) + [""]
+    lines += ["## At fixed stored bytes", "", BYTES_RULE, ""] + fixed_bytes_table(data) + [""]
+    lines += ["## Robust scores (DD-Ranking): accuracy without soft-label and augmentation "
+              "inflation", "", ROBUST_RULE, ""] + robust_table(data) + [""]
     speed_only = lambda s: all(r.get("kind") == "speed" for r in s["rows"].values())  # noqa: E731
     for s in data:
         if not speed_only(s):

@@ -5,8 +5,11 @@
 
 Accuracy rows hold ``accuracy`` {mean, std, n} over every model of every seed, ``per_model``
 {arch: {mean, std, accs}}, ``iterations_run``, ``cpu_s`` / ``wall_s`` {distill, evaluate} (per
-seed, averaged over seeds), ``peak_rss_bytes``, ``summaries`` [{seed, stored_bytes, sha256,
-kept, rebuild}]. Speed rows hold ``cpu_s_per_iter`` / ``wall_s_per_iter`` {median, all} and
+seed, averaged over seeds), ``peak_rss_bytes``, ``stored_bytes``, ``summaries`` [{seed,
+stored_bytes, sha256, kept, rebuild}] and, for ``robust`` rows, ``robust`` {definition, source,
+weights, protocol, rounds, full_reference, random, models: {arch: {full_acc, lrs, ars, hlr, ior,
+aug_gap, noaug_gap: {mean, std, n, values}, accuracies}}, cpu_s} (its CPU-seconds also in
+``cpu_s.robust``). Speed rows hold ``cpu_s_per_iter`` / ``wall_s_per_iter`` {median, all} and
 ``peak_rss_bytes``. A value that was not measured is ``null``, never a guess. The file is
 rewritten atomically after every row, so an interrupted suite loses at most the running row.
 """
@@ -28,6 +31,9 @@ UNITS = {
     "accuracy": "% on the real test split, final model after the protocol's fixed schedule "
                 "(recommender rows: nDCG@10 %), mean ± population std over models and seeds",
     "stored_bytes": "bytes of the summary's own tensors",
+    "robust": "DD-Ranking's label-robust (lrs) and augmentation-robust (ars) scores in % "
+              "(0-100); hlr, ior and the gaps to random in percentage points; mean ± population "
+              "std over rounds (rows with robust = true)",
 }
 KEEP_LIMIT = 200_000  # summaries smaller than this are copied into bench/summaries/
 

@@ -80,8 +80,30 @@ def check_row(row) -> None:
     run_options(row)  # unknown / invalid run option -> ConfigError
     if row.kind == "accuracy" and row.protocol not in ("paper", "fast", "smoke"):
         raise ValueError(f"unknown protocol {row.protocol!r}; known: paper, fast, smoke")
+    if row.robust is not None:
+        check_robust(row)
     if row.kind == "speed" and row.method not in DISTILLERS:
         raise ValueError(f"speed rows time a distiller; {row.method!r} is a baseline")
+
+
+def check_robust(row) -> None:
+    """What ``robust_scores`` would refuse after the distillation, refused before it: a dataset
+    that is not images, a protocol without augmentation, an unknown full-data reference."""
+    from datadistill.data import DATASETS
+    from datadistill.data.images import IMAGE_LOADERS
+    from datadistill.evaluation import get_protocol
+    from datadistill.evaluation.reference import FULL_PRESETS
+
+    ds = str(row.dataset).lower()
+    if ds in DATASETS and ds not in IMAGE_LOADERS:
+        raise ValueError(f"robust = true: DD-Ranking's scores are defined for image "
+                         f"classification; {row.dataset!r} is not an image dataset")
+    if not get_protocol(row.protocol).dsa:
+        raise ValueError(f"robust = true needs a protocol with DSA ({row.protocol!r} has none)")
+    full = row.robust.get("full", "auto")
+    if isinstance(full, str) and full not in ("auto", "published") and full not in FULL_PRESETS:
+        raise ValueError(f"robust full = {full!r}; known: auto, published, "
+                         f"{', '.join(FULL_PRESETS)} (or a table of reference settings)")
 
 
 # -- run options -------------------------------------------------------------------------------
@@ -172,21 +194,40 @@ def select_baseline(row, real, seed: int):
                   **row.budget)
 
 
-def evaluate_summary(row, real, seed: int, workdir: Path) -> dict[str, Any]:
-    """Evaluate ``workdir/summary`` under the row's protocol; {protocol, metric, per_model, run}."""
+def evaluate_summary(row, real, seed: int, workdir: Path,
+                     clock: Callable[[], float] | None = None) -> dict[str, Any]:
+    """Evaluate ``workdir/summary`` under the row's protocol; {protocol, metric, per_model, run}
+    and, for a ``robust`` row, ``robust``: DD-Ranking's scores (``robust_scores``, reusing this
+    evaluation as "the summary's own evaluation") with the CPU / wall seconds they took beyond
+    it (``clock``: the CPU clock the caller measures with)."""
+    import time
+
     from datadistill.evaluation import evaluate
     from datadistill.synsets import load_summary
 
     syn = load_summary(workdir / "summary")
+    run = run_options(row)
     rep = evaluate(syn, real, models=row.models, protocol=row.protocol,
-                   num_models=row.num_models, seed=seed, run=run_options(row))
+                   num_models=row.num_models, seed=seed, run=run)
     proto = rep.protocol
     per_model = {m: {"accs": [float(a) for a in r["accs"]]} for m, r in rep.results.items()}
     metric = "nDCG@10 %" if syn.info.modality == "recsys" else "accuracy %"
-    return {"protocol": {"name": proto.get("name"), "epochs": proto.get("epochs"),
-                         "num_models": proto.get("num_models")},
-            "overrides": {k: str(v) for k, v in rep.overrides.items()},
-            "metric": metric, "per_model": per_model, "run": dict(rep.run)}
+    out = {"protocol": {"name": proto.get("name"), "epochs": proto.get("epochs"),
+                        "num_models": proto.get("num_models")},
+           "overrides": {k: str(v) for k, v in rep.overrides.items()},
+           "metric": metric, "per_model": per_model, "run": dict(rep.run)}
+    if row.robust is not None:
+        from datadistill.evaluation.robust import robust_scores
+
+        c, w = (clock() if clock else 0.0), time.perf_counter()
+        kw = {k: row.robust[k] for k in ("lrs_weight", "ars_weight") if k in row.robust}
+        rob = robust_scores(syn, real, models=list(rep.results), protocol=row.protocol,
+                            num_models=row.num_models, seed=seed,
+                            full_reference=row.robust.get("full", "auto"), report=rep, run=run,
+                            **kw)
+        out["robust"] = {**rob, "cpu_s": round(clock() - c, 3) if clock else None,
+                         "wall_s": round(time.perf_counter() - w, 3)}
+    return out
 
 
 # -- speed --------------------------------------------------------------------------------------

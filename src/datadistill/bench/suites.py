@@ -8,6 +8,12 @@ and ``set`` (method parameters), ``iterations``, the evaluation ``protocol`` / `
 / ``models`` / ``seeds``, ``run`` (the run options, ``datadistill.runtime.RunOptions`` as a
 table: threads, precision, fused, compile, chunk, allocator, ...; kept apart from the method
 parameters, as in the library) and ``published = {accuracy, std, source, iterations}``.
+``robust = true`` (or a table ``{full, lrs_weight, ars_weight}``: the full-data reference,
+``auto`` / ``published`` / a reference preset, and DD-Ranking's weights) makes an accuracy row's
+evaluation also compute DD-Ranking's label- and augmentation-robust scores
+(``datadistill.evaluation.robust.robust_scores``, as ``datadistill evaluate --robust``).
+``byte_budget = <bytes>`` declares that the row is compared with the other rows of its dataset
+at that number of stored bytes (the report's fixed-bytes table; a row storing more is flagged).
 ``kind = "speed"`` rows time ``timed`` iterations after ``warmup`` ones (``vs`` names the row to
 compare with); ``repeats = n`` runs a speed row n times, the suite's repeated rows alternating
 round by round (old, new, old, new ...), and reports the spread. A speed row may time another
@@ -27,8 +33,11 @@ from typing import Any
 ROW_KEYS = {
     "id", "kind", "method", "label", "dataset", "data_dir", "ipc", "ratio", "users", "preset",
     "set", "iterations", "protocol", "num_models", "models", "seeds", "run", "published",
-    "summary", "notes", "timed", "warmup", "vs", "repeats", "commit", "external",
+    "summary", "notes", "timed", "warmup", "vs", "repeats", "commit", "external", "robust",
+    "byte_budget",
 }
+#: ``robust = {...}``: the arguments of ``robust_scores`` a row may set (defaults: the library's)
+ROBUST_KEYS = {"full", "lrs_weight", "ars_weight"}
 PUBLISHED_KEYS = {"accuracy", "std", "source", "iterations", "protocol", "note"}
 #: the fields of ``datadistill.runtime.RunOptions`` (this module never imports the library)
 RUN_KEYS = {"device", "precision", "threads", "compile", "fused", "channels_last", "chunk",
@@ -72,6 +81,9 @@ class Row:
     repeats: int = 1
     commit: str | None = None
     external: str | None = None
+    #: DD-Ranking's robust scores too (``{}``: the library's defaults); None: plain accuracy only
+    robust: dict[str, Any] | None = None
+    byte_budget: int | None = None
 
     @property
     def budget(self) -> dict[str, Any]:
@@ -124,6 +136,12 @@ def _row(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Row:
         raise SuiteError(f"{where}: repeats = {merged['repeats']!r}: a speed row's repeat count >= 1")
     if merged.get("commit") and merged.get("external"):
         raise SuiteError(f"{where}: a row times one thing: commit or external, not both")
+    if "robust" in merged:
+        merged["robust"] = _robust(merged["robust"], merged.get("kind", "accuracy"), where)
+    if merged.get("byte_budget") is not None:
+        b = merged["byte_budget"]
+        if isinstance(b, bool) or not isinstance(b, int) or b <= 0:
+            raise SuiteError(f"{where}: byte_budget = {b!r}: a positive number of bytes")
     if "models" in merged:
         merged["models"] = tuple(merged["models"])
     if "seeds" in merged:
@@ -132,6 +150,26 @@ def _row(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Row:
         return Row(**merged)
     except TypeError as e:
         raise SuiteError(f"{where}: {e}") from None
+
+
+def _robust(value: Any, kind: str, where: str) -> dict[str, Any] | None:
+    """``robust = true | false | {full, lrs_weight, ars_weight}`` as the row keeps it."""
+    if value is False:
+        return None
+    if kind != "accuracy":
+        raise SuiteError(f"{where}: robust scores are computed by accuracy rows, not {kind!r} rows")
+    if value is True:
+        return {}
+    if not isinstance(value, dict):
+        raise SuiteError(f"{where}: robust = {value!r}: true, false or a table with "
+                         f"{sorted(ROBUST_KEYS)}")
+    bad = sorted(set(value) - ROBUST_KEYS)
+    if bad:
+        raise SuiteError(f"{where}: unknown robust key(s) {bad}; known: {sorted(ROBUST_KEYS)}")
+    for k in ("lrs_weight", "ars_weight"):
+        if k in value and not (isinstance(value[k], (int, float)) and 0.0 <= value[k] <= 1.0):
+            raise SuiteError(f"{where}: robust {k} = {value[k]!r} must be in [0, 1]")
+    return dict(value)
 
 
 def parse_suite(text: str, name: str, path: Path | None = None) -> Suite:

@@ -2,8 +2,8 @@
 
 - ``image_grid`` / ``curve_png`` (``pictures.py``): PNG files of a summary and of a curve;
 - ``write_report(runs, out)`` (``html.py``): one self-contained HTML file for run folders, with
-  each summary drawn for its modality (``modality.DRAWERS``: images, graphs, recommender users;
-  text and tabular placeholders), curves from ``log.jsonl``, parameters, run options, protocols,
+  each summary drawn for its modality (``modality.DRAWERS``: images, graphs, recommender users,
+  decoded text and tabular examples as tables), curves from ``log.jsonl``, parameters, run options, protocols,
   comparisons across runs and DD-Ranking's robust scores where evaluated;
 - ``MetricsLog`` / ``TensorBoardLog`` (``progress.py``): distillation callbacks that log metrics.
 

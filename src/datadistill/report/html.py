@@ -29,6 +29,7 @@ figure{margin:0}figcaption{font-size:12px;color:#555;max-width:720px}
 img{max-width:100%;height:auto}.placeholder{border:1px dashed #bbb;padding:16px;color:#666;
 font-size:13px;max-width:520px}.cols{display:flex;flex-wrap:wrap;gap:24px}
 nav a{margin-right:12px;font-size:13px}code{font-size:12px}
+table.decoded td{max-width:420px}
 """
 
 HOOK = """window.addEventListener("load",function(){var im=Array.prototype.slice.call(document.images);
@@ -46,6 +47,17 @@ def _img(png: bytes | None, caption: str) -> str:
         return f'<div class="placeholder">{_e(caption)}</div>'
     return (f'<figure><img alt="{_e(caption)}" src="{data_uri(png)}">'
             f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _panel(p) -> str:
+    """A drawing: its PNG, its table (an HTML table of the decoded examples) or a placeholder."""
+    if p.table is not None:
+        cols, rows = p.table
+        head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in r) + "</tr>" for r in rows)
+        return (f'<figure><table class="decoded"><tr>{head}</tr>{body}</table>'
+                f"<figcaption>{_e(p.title)}</figcaption></figure>")
+    return _img(p.png, p.title if p.png is not None else p.text)
 
 
 def _kv_table(d: dict[str, Any] | None, empty: str = "none recorded") -> str:
@@ -134,8 +146,7 @@ def run_section(run: RunData, anchor: str, real: Any = None) -> str:
         facts.append(f"CPU {cpu:.1f} s ({how})")
     if syn.lr is not None:
         facts.append(f"learned step size {float(syn.lr.detach()):.4g}")
-    panels = "".join(_img(p.png, p.title if p.png is not None else p.text)
-                     for p in draw_summary(syn, real))
+    panels = "".join(_panel(p) for p in draw_summary(syn, real))
     curves = run_curves(run)
     rob = _robust_rows(run)
     out = [f'<h2 id="{anchor}">{_e(run.name)}</h2>',

@@ -2,14 +2,18 @@
 
 A drawer takes the summary and, when the report could load it, the real data (``None`` when
 it could not: the drawing then shows the summary alone and says so) and returns ``Panel``s:
-a titled PNG, or a text placeholder. Adding a modality is one registration::
+a titled PNG, a table (``table = (columns, rows)`` of strings, rendered as an HTML table), or a
+text placeholder. Adding a modality is one registration::
 
-    @DRAWERS.register("text")
-    def draw_text(syn, real):
-        return [Panel("nearest sentences", text="...")]
+    @DRAWERS.register("audio")
+    def draw_audio(syn, real):
+        return [Panel("spectrograms", png=...)]
 
-``text`` and ``tabular`` are placeholders until their drawings land (decoded nearest tokens /
-sentences; decoded rows).
+Images are drawn as a grid per class, graphs as the condensed graph and its degree histogram,
+recommender data as the fake users' item-popularity profile; text summaries as a table of
+their decoded nearest tokens and nearest real sentences (the decoding ``datadistill show``
+prints, ``synsets.text``; it needs the real data's encoder), tabular summaries as a table of
+their decoded rows in the original columns and types (``synsets.tabular.decode_rows``).
 """
 from __future__ import annotations
 
@@ -31,11 +35,14 @@ DRAWERS: Registry = Registry("summary drawing")
 
 @dataclasses.dataclass
 class Panel:
-    """One drawing of a summary: a PNG (``png``) or, for a placeholder, only ``text``."""
+    """One drawing of a summary: a PNG (``png``), a table (``table``) or, for a placeholder,
+    only ``text``."""
 
     title: str
     png: bytes | None = None
     text: str = ""
+    #: (column names, rows of cell strings): drawn as an HTML table under ``title``
+    table: tuple[list[str], list[list[str]]] | None = None
 
 
 def draw_summary(syn: SyntheticSet, real: Any = None) -> list[Panel]:
@@ -229,14 +236,89 @@ def draw_users(syn: SyntheticSet, real: Any = None) -> list[Panel]:
                   + ("" if real_pop is not None else " (real data not loaded)"), png)]
 
 
-# -- placeholders -------------------------------------------------------------------------------
+# -- text ---------------------------------------------------------------------------------------
+def _per_class(ids: torch.Tensor, num_classes: int, per_class: int) -> list[tuple[int, int, int]]:
+    """(class, rank within the class, example index) of the first ``per_class`` of each class."""
+    out = []
+    for c in range(num_classes):
+        sel = torch.nonzero(ids == c).flatten().tolist()[:per_class]
+        out += [(c, n, i) for n, i in enumerate(sel)]
+    return out
+
+
+def _class_names(info) -> list[str]:
+    k = info.num_classes
+    return list(info.class_names) if len(info.class_names) == k else [str(c) for c in range(k)]
+
+
+def _label_cell(y: torch.Tensor, i: int, c: int, names: list[str]) -> str:
+    if y.dim() != 2:
+        return names[c]
+    p = torch.softmax(y[i].detach().float(), 0)  # soft labels: the learned distribution
+    return ", ".join(f"{names[j]} {float(p[j]):.2f}" for j in p.argsort(descending=True)[:3].tolist())
+
+
 @DRAWERS.register("text")
-def draw_text(syn: SyntheticSet, real: Any = None) -> list[Panel]:
-    return [Panel("summary (text)", text=f"{syn.num_examples} examples in embedding space; the "
-                  "decoded nearest tokens / sentences will be drawn here.")]
+def draw_text(syn: SyntheticSet, real: Any = None, *, per_class: int = 3, k: int = 1) -> list[Panel]:
+    """Up to ``per_class`` synthetic examples of every class decoded as ``datadistill show``
+    decodes them: the nearest vocabulary token at every position (embedding-sequence summaries)
+    and the ``k`` nearest real training sentences (cosine in the encoder's space). Decoding
+    needs the real data's encoder: without it (or with another encoder) a placeholder says so."""
+    from ..errors import DataFormatError
+    from ..evaluation.text import check_text_match
+    from ..synsets.text import nearest_sentences, nearest_tokens
+
+    what = f"{syn.num_examples} examples in the encoder's embedding space"
+    if real is None or not hasattr(real, "texts"):
+        return [Panel("summary (text)", text=f"{what}; the real dataset (its encoder) was not "
+                      "loaded, so they cannot be decoded to tokens and sentences here "
+                      "(`datadistill show RUN` decodes them where the dataset is at hand).")]
+    try:
+        check_text_match(syn, real)
+    except DataFormatError as e:
+        return [Panel("summary (text)", text=f"{what}; not decoded: {e}")]
+    with torch.no_grad():
+        x, y = syn.materialize()
+    names = _class_names(syn.info)
+    table = getattr(real, "table", None)
+    toks = nearest_tokens(x, table, real.vocab.tokens) if table is not None else None
+    picked = _per_class(syn.class_ids, syn.info.num_classes, per_class)
+    near = nearest_sentences(x[[i for _, _, i in picked]], real, k) if picked else []
+    cols = ["class", "#", "label"] + (["nearest tokens"] if toks is not None else []) + \
+        [f"nearest real sentence{'s' if k > 1 else ''} (cosine)"]
+    rows = []
+    for (c, n, i), sents in zip(picked, near):
+        row = [names[c], str(n + 1), _label_cell(y, i, c, names)]
+        if toks is not None:
+            row.append(" ".join(toks[i]) or "(all <pad>)")
+        row.append(" / ".join(f"{s} ({sim:.2f})" for s, sim in sents))
+        rows.append(row)
+    shown = f"first {per_class} per class" if syn.num_examples > len(rows) else "all"
+    return [Panel(f"{what}, decoded ({shown}): "
+                  + ("nearest vocabulary token per position and " if toks is not None else "")
+                  + "nearest real training sentence", table=(cols, rows))]
+
+
+# -- tables ---------------------------------------------------------------------------------------
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 @DRAWERS.register("tabular")
-def draw_tabular(syn: SyntheticSet, real: Any = None) -> list[Panel]:
-    return [Panel("summary (tabular)", text=f"{syn.num_examples} rows; the decoded rows will be "
-                  "shown here.")]
+def draw_tabular(syn: SyntheticSet, real: Any = None, *, per_class: int = 5) -> list[Panel]:
+    """Up to ``per_class`` rows of every class decoded to valid records in the original column
+    names and types, with the label column (``synsets.tabular.decode_rows``, as ``datadistill
+    show --csv`` writes them); an empty cell is a missing value."""
+    from ..synsets.tabular import decode_rows
+
+    records = decode_rows(syn)
+    if not records:
+        return [Panel("summary (tabular)", text="the summary has no rows")]
+    picked = _per_class(syn.class_ids, syn.info.num_classes, per_class)
+    cols = list(records[0])
+    rows = [[_cell(records[i].get(col)) for col in cols] for _, _, i in picked]
+    shown = f"first {per_class} per class" if syn.num_examples > len(rows) else "all"
+    return [Panel(f"{syn.num_examples} rows ({syn.ipc:g} per class), decoded to the original "
+                  f"columns ({shown})", table=(cols, rows))]
