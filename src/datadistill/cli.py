@@ -32,6 +32,8 @@ def _parse_value(cls, key: str, text: str) -> Any:
             return int(text)
         if t is float:
             return float(text)
+        if str(t).startswith(("dict", "list", "tuple", "typing.Dict", "typing.List")):
+            return json.loads(text)  # (before the str test: dict[str, Any] mentions str)
         if t in (str, typing.Optional[str]) or "str" in str(t):
             return text
         return json.loads(text)
@@ -46,11 +48,26 @@ def _method_params(cls, sets: list[str]) -> dict[str, Any]:
             raise SystemExit(f"error: --set takes key=value, got {item!r}")
         k, v = item.split("=", 1)
         k = k.strip().replace("-", "_")
+        if k.startswith("synset.") and "synset_args" in cls.param_names():
+            # --set synset.factor=3: one option of the summary kind (into synset_args)
+            out.setdefault("synset_args", {})[k.split(".", 1)[1]] = _option_value(v)
+            continue
         if k not in cls.param_names():
             raise SystemExit(f"error: {cls.name} has no parameter {k!r}; its parameters: "
                              f"{', '.join(cls.param_names())}")
-        out[k] = _parse_value(cls, k, v)
+        val = _parse_value(cls, k, v)
+        if k == "synset_args" and isinstance(val, dict) and isinstance(out.get(k), dict):
+            val = {**out[k], **val}  # with --set synset.<option>=...: later settings win
+        out[k] = val
     return out
+
+
+def _option_value(text: str) -> Any:
+    """A summary-kind option: JSON if it parses (numbers, booleans, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _err(msg: str) -> int:
@@ -273,6 +290,18 @@ def _summary_path(p: str) -> Path:
 
 
 def cmd_evaluate(args) -> int:
+    """Also under ``torchrun --nproc-per-node N``: the K models of each architecture are divided
+    over the ranks (``evaluation.parallel``); rank 0 alone prints and writes."""
+    from . import dist
+
+    group = dist.init_from_env(args.device)
+    try:
+        return _cmd_evaluate(args, dist.is_main())
+    finally:
+        dist.finalize(group)
+
+
+def _cmd_evaluate(args, main: bool = True) -> int:
     from . import perf
     from .evaluation import evaluate
     from .synsets import load_summary
@@ -289,9 +318,9 @@ def cmd_evaluate(args) -> int:
                                 f"#{ev['index'] + 1} {ev['accuracy']:.2f}%")
             bar.update(1)
     run = _run_options(args)
-    if not args.json:
+    if not args.json and main:
         print(f"[datadistill] {_describe_run(perf.resolve(run))}", file=sys.stderr)
-    if not (args.json or args.quiet):
+    if not (args.json or args.quiet) and main:
         bar = _progress_bar(_models_to_train(syn, models, args), "evaluate", "model")
     try:
         rep = evaluate(syn, real, models=models, protocol=args.protocol,
@@ -307,6 +336,8 @@ def cmd_evaluate(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if not main:  # (the other ranks hold the same report: rank 0 reports it)
+        return 0
     if args.num_models is not None:
         print(f"note: --num-models {args.num_models} overrides protocol {args.protocol!r}",
               file=sys.stderr)
@@ -382,6 +413,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .report.compare import compare
+
+    table, _ = compare(args.runs, by=args.by, png=args.png)
+    print(table)
+    if args.png:
+        print(f"wrote {args.png}", file=sys.stderr)
+    return 0
+
+
 def cmd_show(args) -> int:
     from .report import image_grid
     from .synsets import load_summary
@@ -389,7 +430,8 @@ def cmd_show(args) -> int:
     syn = load_summary(_summary_path(args.summary))
     m = syn.meta
     print(f"{syn.kind} summary of {syn.info.name}: {syn.num_examples} examples "
-          f"({syn.ipc:g} per class), labels {syn.label_format}, {syn.stored_bytes()} stored bytes")
+          f"({syn.ipc:g} per class), labels {syn.label_format}, {syn.stored_bytes()} stored bytes"
+          f" ({syn.storage.name})")
     print(f"method: {m.get('method')}  iterations: {m.get('iterations')}  seed: {m.get('seed')}  "
           f"wall time: {m.get('wall_time_s')} s  library {m.get('library_version')}")
     if syn.lr is not None:
@@ -505,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--chunk", type=int, default=None,
                        help="examples per no-grad forward / kernel block (memory; exact)")
         g.add_argument("--workers", type=int, default=None,
-                       help="processes for parallel work (expert trajectories)")
+                       help="processes for parallel work (expert trajectories, evaluation models)")
 
     d = sub.add_parser("distill", help="distill a dataset into a summary")
     d.add_argument("--method", help="see `datadistill list methods`")
@@ -587,6 +629,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not load the real data (graph / recommender drawings compare with it)")
     r.set_defaults(func=cmd_report)
 
+    c = sub.add_parser("compare", help="accuracy against examples per class and stored bytes",
+                       description="Each RUN (run or summary folder) needs its saved evaluations "
+                                   "(`datadistill evaluate RUN` writes RUN/evaluations/*.json); "
+                                   "every point is labelled with its protocol.")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or summary folders)")
+    c.add_argument("--by", choices=("examples", "bytes"), default="examples",
+                   help="sort the table by examples per class or by stored bytes")
+    c.add_argument("--png", default=None, metavar="FILE",
+                   help="also plot accuracy vs examples per class and vs stored bytes")
+    c.set_defaults(func=cmd_compare)
+
     s = sub.add_parser("show", help="describe a summary; export a PNG grid or .npz")
     s.add_argument("summary")
     s.add_argument("--png", default=None)
@@ -595,6 +648,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rows", type=int, default=3, help="text/tabular: examples shown per class")
     s.add_argument("--data-dir", default=None, help="text summaries: where the dataset is")
     s.set_defaults(func=cmd_show)
+
+    # -- compact: a sparse, quantized copy of a recommender or graph summary (datadistill.compact)
+    def cmd_compact(args) -> int:
+        from .compact import bytes_breakdown, compact
+        from .synsets import load_summary
+
+        syn = load_summary(_summary_path(args.summary))
+        out = compact(syn, topk=args.topk, dtype=args.dtype, threshold=args.threshold,
+                      edge_dtype=args.edge_dtype)
+        path = out.save(Path(args.out) / "summary")
+        before, after = syn.stored_bytes(), out.stored_bytes()
+        if args.json:
+            print(json.dumps({"summary": str(path), "kind": out.kind, "storage": out.config(),
+                              "stored_bytes_before": before, "stored_bytes": after,
+                              "bytes": bytes_breakdown(out)}))
+        else:
+            parts = ", ".join(f"{k} {v:,}" for k, v in bytes_breakdown(out).items() if k != "total")
+            print(f"summary: {path} ({out.kind}, {after:,} stored bytes, was {before:,} as "
+                  f"{syn.kind}: {after / max(before, 1):.3f}x)\n  {parts}")
+        return 0
+
+    cp = sub.add_parser("compact", help="store a recommender or graph summary sparsely, quantized")
+    cp.add_argument("summary", help="a run folder or summary folder")
+    cp.add_argument("--out", required=True, help="folder for the compact summary (OUT/summary)")
+    cp.add_argument("--topk", type=int, default=None,
+                    help="recommender rows: keep each user's K largest entries (default: all non-zeros)")
+    cp.add_argument("--dtype", default=None, help="values (rows) or features (graphs): float32, "
+                    "float16 (default), uint8 (affine per row), binary (rows only: kept entries = 1)")
+    cp.add_argument("--threshold", type=float, default=None,
+                    help="graphs: drop adjacency entries below this (default: the summary's own)")
+    cp.add_argument("--edge-dtype", default="float16",
+                    help="graphs: edge weights as float32, float16, uint8 or binary")
+    cp.add_argument("--json", action="store_true", help="JSON on stdout")
+    cp.set_defaults(func=cmd_compact)
 
     ls = sub.add_parser("list", help="list methods, datasets, models, coresets, protocols")
     ls.add_argument("what", nargs="?", choices=("methods", "datasets", "models", "coresets", "protocols"))

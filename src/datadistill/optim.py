@@ -102,3 +102,27 @@ def cosine_decay(t: int, total: int, alpha: float = 0.0) -> float:
         return 1.0
     c = 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
     return (1 - alpha) * c + alpha
+
+
+class JointOptimizer:
+    """Several optimizers stepped together (e.g. SGD on a factorized summary's codes, Adam on its
+    decoders), with one ``state_dict`` so checkpoints and resume work as for a single one."""
+
+    def __init__(self, **parts: torch.optim.Optimizer):
+        self.parts = parts
+        self.param_groups = [g for o in parts.values() for g in o.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.parts.values():
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.parts.values():
+            o.step()
+
+    def state_dict(self) -> dict:
+        return {k: o.state_dict() for k, o in self.parts.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, o in self.parts.items():
+            o.load_state_dict(state[k])

@@ -33,7 +33,10 @@ Fashion-MNIST, whose base is 32; 1 for MNIST and 32x32 data; ``LR_SIZE_FACTOR``)
 ``metric`` None pick these by the data's channels); ``n_data`` 2000 on CIFAR, 500 otherwise
 (None: by dataset). The summary starts from real images (``mix``: factor**2 downsampled real
 images tiled per stored image); the multi-formation padding is 0.5 in pixels.
-Preset ``idc-i``: factor 1 (IDC-I, no multi-formation). Left out: the reference trains the
+Preset ``idc-i``: factor 1 (IDC-I, no multi-formation). Summary kinds (``synset``): IDC's
+clamp and pixel-space step act on stored images, so it takes ``multiformation`` (its own, with
+``factor``) or ``pixels`` and refuses other kinds; any ``storage`` works (the matched batches are
+decoded from the stored values). Left out: the reference trains the
 network with CutMix (p=0.5 for these datasets); we train it with DSA only (train.py has no
 CutMix); for MNIST with factor > 1 the reference matches with ``color_crop`` (no cutout) — set
 ``dsa_strategy="color_crop"`` there. Both documented in docs/gradient-matching.md.
@@ -46,8 +49,6 @@ import torch
 
 from ..augment import DSA as Augment
 from ..objectives import gradient_distance
-from ..runtime import make_generator
-from ..synsets import init_from
 from ..synsets.multiformation import decode_zoom
 from ..train import train_model
 from ..errors import ConfigError
@@ -76,6 +77,7 @@ class IDC(DC):
 
     name = "idc"
     synset_kind = "multiformation"
+    synset_kinds = ("multiformation", "pixels")  # the clamp and the pixel-space step need images
     presets = {
         "tiny": {"iterations": 2, "inner_loop": 2, "batch_real": 16, "n_data": 32},
         "idc-i": {"factor": 1},
@@ -102,6 +104,10 @@ class IDC(DC):
     def __post_init__(self):
         if self.factor < 1:
             raise ConfigError(f"factor must be >= 1, got {self.factor}")
+        given = (self.synset_args or {}).get("factor", self.factor)
+        if given != self.factor:
+            raise ConfigError(f"IDC's multi-formation factor is its own parameter: use "
+                              f"factor={given} instead of synset_args={{'factor': {given}}}")
         if (self.n_data is not None and self.n_data < 0) or self.batch_syn_max < 1:
             raise ConfigError("n_data must be >= 0 and batch_syn_max >= 1")
         super().__post_init__()
@@ -113,14 +119,8 @@ class IDC(DC):
     def _published(self, info):
         return PUBLISHED_LR_METRIC[1 if info.channels == 1 else 3]
 
-    def init_synset(self, real, *, ipc=None, **budget):
-        if budget:
-            raise ConfigError(f"{self.name} takes an ipc budget, not {sorted(budget)}")
-        if ipc is None:
-            raise ConfigError(f"{self.name} needs --ipc")
-        return init_from(real, ipc, kind=self.synset_kind, init=self.init,
-                         generator=make_generator(self.seed), label_format=self.label_format,
-                         factor=self.factor)
+    def default_synset_args(self, kind):
+        return {"factor": self.factor} if kind == "multiformation" else {}
 
     def make_optimizer(self, syn):
         lr = self.lr_data if self.lr_data is not None else self._published(syn.info)[0]
@@ -189,8 +189,9 @@ class IDC(DC):
         yr = torch.full((xr.shape[0],), c, device=dev, dtype=torch.long)
         sl = syn.class_slice(c)
         factor = getattr(syn, "factor", 1)  # plain pixel summaries work too (factor 1)
-        xs = decode_zoom(syn.x[sl], factor, getattr(syn, "pad_value", None))
-        ys = (syn.labels if syn.y is None else syn.y)[sl].repeat_interleave(factor ** 2, dim=0)
+        with syn.as_stored():  # the stored values (a no-op at float32 storage)
+            xs = decode_zoom(syn.x[sl], factor, getattr(syn, "pad_value", None))
+            ys = (syn.labels if syn.y is None else syn.y)[sl].repeat_interleave(factor ** 2, dim=0)
         if xs.shape[0] > self.batch_syn_max:
             keep = torch.randperm(xs.shape[0], generator=self.gen_)[:self.batch_syn_max].to(dev)
             xs, ys = xs[keep], ys[keep]

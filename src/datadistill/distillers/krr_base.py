@@ -30,6 +30,8 @@ class KRRDistiller(ImageDistiller):
     """Not registered: the common configuration of KIP, RFAD and FRePO."""
 
     label_format = "regression"
+    #: the optimizer steps ``syn.x`` (and RFAD rewrites it): stored images only
+    synset_kinds = ("pixels",)
 
     lr_data: float = 0.01
     lr_labels: float | None = None  # None: same as lr_data

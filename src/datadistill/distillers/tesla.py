@@ -92,6 +92,8 @@ class TESLA(MTT):
 
     name = "tesla"
     presets = {**PRESETS, **TESLA_PRESETS}
+    #: soft labels start as an expert's logits on the stored images (``syn.x``): pixels only
+    synset_kinds = ("pixels",)
     #: ``fast_norm``: memory is per-step constant here (no effect under the fused kernels, which
     #: compute the whole norm/ReLU/pool block). ``release_memory``: the unroll runs under
     #: ``perf.resident_is_live`` (large blocks mmapped, free heap pages released after every step)

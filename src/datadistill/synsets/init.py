@@ -23,8 +23,9 @@ def check_ipc(real: RealData, ipc: int) -> None:
 
 def init_from(real: RealData, ipc: int, *, kind: str = "pixels", init: str = "real",
               generator: torch.Generator, label_format: str = "hard", lr: float | None = None,
-              **kw) -> SyntheticSet:
-    """A summary of ``kind`` with ``ipc`` stored examples per class, filled from ``init``."""
+              storage: str | None = None, **kw) -> SyntheticSet:
+    """A summary of ``kind`` with ``ipc`` stored examples per class, filled from ``init``;
+    ``storage``: its storage precision (``synsets/storage.py``; None: float32)."""
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; known: {', '.join(INITS)}")
     check_ipc(real, ipc)
@@ -32,6 +33,8 @@ def init_from(real: RealData, ipc: int, *, kind: str = "pixels", init: str = "re
     syn.init_data(real, init, generator) if hasattr(syn, "init_data") else _init_pixels(syn, real, init, generator)
     if real.zca is not None:
         syn.preprocess = dict(real.zca.state())
+    if storage is not None:
+        syn.set_storage(storage)
     return syn
 
 
