@@ -253,3 +253,22 @@ def test_unknown_key_is_a_clear_error(tmp_path):
     (tmp_path / "s.toml").write_text('[[rows]]\nid = "r"\nmethod = "dm"\ndataset = "digits"\nipcs = 1\n')
     with pytest.raises(SuiteError, match="ipcs"):
         load_suite(tmp_path / "s.toml")
+
+
+def test_baseline_rows_take_a_storage_precision_and_nothing_else(tmp_path):
+    """Fixed-bytes rows: a random subset stored at uint8 (4x the examples of float32 in the same
+    bytes); any other ``set`` on a baseline is refused."""
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "r.toml").write_text(
+        '[[rows]]\nid = "f32"\nmethod = "random"\ndataset = "digits"\nipc = 4\n'
+        'protocol = "smoke"\nrun = {threads = 1}\n'
+        '[[rows]]\nid = "u8"\nmethod = "random"\ndataset = "digits"\nipc = 4\n'
+        'protocol = "smoke"\nrun = {threads = 1}\nset = {storage = "uint8"}\n')
+    assert main(["--bench-dir", str(tmp_path), "run", "r"]) == 0
+    rows = json.loads((tmp_path / "results" / "r.json").read_text())["rows"]
+    b32, b8 = rows["f32"]["stored_bytes"], rows["u8"]["stored_bytes"]
+    assert b8 < b32 / 3.5  # 64 pixels per digit: float32 -> uint8 (+ its 8-byte range)
+    (tmp_path / "suites" / "bad.toml").write_text(
+        '[[rows]]\nid = "b"\nmethod = "random"\ndataset = "digits"\nipc = 1\nset = {lr_data = 1}\n')
+    with pytest.raises((SuiteError, ValueError), match="storage"):
+        load_suite(tmp_path / "suites" / "bad.toml")

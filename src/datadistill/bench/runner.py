@@ -75,8 +75,8 @@ def check_row(row) -> None:
     if row.method in DISTILLERS:
         cls = DISTILLERS.get(row.method)
         cls.from_config(row.preset, **method_params(row))  # unknown preset / parameter -> ConfigError
-    elif row.preset or row.set:
-        raise ValueError(f"baseline {row.method!r} takes no preset or set")
+    elif row.preset or set(row.set) - {"storage"}:
+        raise ValueError(f"baseline {row.method!r} takes no preset, and of set only storage")
     run_options(row)  # unknown / invalid run option -> ConfigError
     if row.kind == "accuracy" and row.protocol not in ("paper", "fast", "smoke"):
         raise ValueError(f"unknown protocol {row.protocol!r}; known: paper, fast, smoke")
@@ -164,6 +164,8 @@ def distill_summary(row, real, seed: int, workdir: Path, *, resume: bool,
     workdir.mkdir(parents=True, exist_ok=True)
     if is_baseline(row.method):
         syn = select_baseline(row, real, seed)
+        if "storage" in row.set:  # real examples stored at a lower precision (fixed-bytes rows)
+            syn.set_storage(row.set["storage"])
         syn.save(workdir / "summary")
         return {"iterations": 0, "stored_bytes": int(syn.stored_bytes()), "run": None}
     d = _distiller(row, seed=seed)
