@@ -219,8 +219,7 @@ class DD(ImageDistiller):
             states.append(state)
             state = self._inner(net, state, range(a, b), x_d, y_d, fmt, False)
         states.append(state)
-        idx = torch.randperm(len(real.train), generator=self.gen_)[:self.batch_real]
-        xr, yr = real.train.x[idx].to(self.device_), real.train.y[idx].to(self.device_)
+        xr, yr = self._real_batch(real)
         # backward segment by segment, last first: recompute a segment with its graph from its
         # stored start, back-propagate the incoming gradients, hand the start's gradients on
         self.optimizer_.zero_grad(set_to_none=True)
@@ -253,6 +252,11 @@ class DD(ImageDistiller):
         self.outer_steps_ += 1
         return {"loss": float(loss.detach()), "inner_lr_mean": float(self.step_sizes().mean()),
                 "outer_lr": lr}
+
+    def _real_batch(self, real):
+        """The real batch of the outer loss: ``batch_real`` random training examples."""
+        idx = torch.randperm(len(real.train), generator=self.gen_)[:self.batch_real]
+        return real.train.x[idx].to(self.device_), real.train.y[idx].to(self.device_)
 
     def _learned(self, syn):
         return [p for p in syn.data_parameters() if p.requires_grad] + [self.raw_lrs_]
