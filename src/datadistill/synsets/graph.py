@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..compact import nbytes
 from ..errors import ConfigError
 from ..models.gnn import dense_to_edges
 from .base import SYNSETS, SyntheticSet
@@ -135,6 +136,23 @@ class _GraphSummary(SyntheticSet):
             ei, w = self.edges()
         tensors = [self.x, self.labels, ei, w] + ([self.sizes] if hasattr(self, "sizes") else [])
         return sum(t.numel() * t.element_size() for t in tensors)
+
+    def bytes_breakdown(self) -> dict[str, int]:
+        """``stored_bytes`` part by part (``total``), plus what is saved or could be stored
+        instead but is not counted: the dense adjacency (float32) and the parameters that
+        generate it (PGE's MLP, DosCond's edge logits), needed only to keep distilling."""
+        with torch.no_grad():
+            ei, w = self.edges()
+        parts = {"features": nbytes(self.x), "labels": nbytes(self.labels),
+                 "edge_index": nbytes(ei), "edge_weight": nbytes(w)}
+        if hasattr(self, "sizes"):
+            parts["sizes"] = nbytes(self.sizes)
+        out = {**parts, "total": sum(parts.values()), "edges": int(w.numel())}
+        n = self.x.shape[-2]
+        out["uncounted_dense_adjacency"] = 4 * n * n * (self.x.shape[0] if self.x.dim() == 3 else 1)
+        gen = [p for name, p in self.named_parameters() if name.startswith(("pge.", "adj_logits"))]
+        out["uncounted_generator"] = nbytes(*gen)
+        return out
 
     @property
     def class_ids(self) -> Tensor:

@@ -103,11 +103,87 @@ def _noisy_logits(logits: Tensor, tau: float, samples: int, gen: torch.Generator
 
 @SYNSETS.register("gumbel-users")
 class GumbelUserSet(UserRowSet):
+    """Distill-CF's summary: the prior ``Ω`` (``logits``) and the rows ``R_syn`` drawn from it.
+
+    Compact storage (optional; layout in ``synsets.compact_users``): ``compact={"topk": k,
+    "dtype": "uint8"}`` (or ``set_compact``, or the run parameter ``storage`` = float16 /
+    bfloat16 / uint8, which keeps every non-zero) stores ``R_syn`` as its ``topk`` largest entries
+    per user, quantized. It is quantization-aware: every draw (``sample``, ``sample_mean``,
+    ``sample_expected``) returns the stored values (straight-through gradient to the float draw),
+    ``set_rows`` keeps the stored values, ``stored_bytes`` counts the compact layout, and ``save``
+    writes the ``topk-users`` summary (without ``Ω``: a run's checkpoint keeps ``Ω`` to resume)."""
+
     kind = "gumbel-users"
 
-    def __init__(self, info, *, users: int, label_format: str = "regression", lr: float | None = None):
+    def __init__(self, info, *, users: int, label_format: str = "regression", lr: float | None = None,
+                 compact: dict | None = None):
         super().__init__(info, users=users, label_format=label_format, lr=lr)
         self.logits = nn.Parameter(torch.zeros(users, int(info.shape[0])))
+        self.compact = None
+        if compact is not None:
+            self.set_compact(**compact)
+
+    def set_compact(self, *, topk: int | None = None, dtype: str = "float16") -> "GumbelUserSet":
+        """Keep ``R_syn`` as its ``topk`` largest entries per user (None: every non-zero) with
+        ``dtype`` values from now on (the current rows are compacted too)."""
+        from ..compact import VALUE_DTYPES, check_dtype
+        from .compact_users import check_topk
+
+        self.compact = {"topk": check_topk(topk), "dtype": check_dtype(dtype, VALUE_DTYPES)}
+        self.set_rows(self.rows)
+        return self
+
+    def set_storage(self, storage) -> "GumbelUserSet":
+        """The run parameter ``storage`` (``Distiller.storage``), a precision: float16 / bfloat16
+        / uint8 (uint8-channel: the same, the ranges are per user anyway) keep the rows in the
+        compact layout at that precision, with the top-k of ``compact`` if set (else every
+        non-zero); float32 leaves dense rows dense."""
+        from .storage import Storage
+
+        st = Storage.parse(storage)
+        topk = self.compact["topk"] if self.compact else None
+        if st.exact and self.compact is None:
+            return self
+        return self.set_compact(topk=topk, dtype="uint8" if st.name.startswith("uint8") else st.name)
+
+    def config(self):
+        return {**super().config(), **({"compact": dict(self.compact)} if self.compact else {})}
+
+    def stored_view(self, rows: Tensor) -> Tensor:
+        """``rows`` as the compact layout stores them (straight-through gradient); ``rows`` as
+        they are without compact storage."""
+        if self.compact is None:
+            return rows
+        from .compact_users import decode_rows, encode_rows
+
+        with torch.no_grad():
+            layout = encode_rows(rows, **self.compact)
+            stored = decode_rows(layout, self.users_, int(self.info.shape[0]), self.compact["dtype"])
+        return stored.to(rows.device, rows.dtype) + (rows - rows.detach())
+
+    def to_compact(self):
+        """The ``topk-users`` summary of the current rows (with this summary's metadata)."""
+        if self.compact is None:
+            raise ValueError("this summary has no compact storage; use datadistill.compact.compact")
+        from .compact_users import CompactUserSet
+
+        out = CompactUserSet.from_rows(self.info, self.rows, label_format=self.label_format,
+                                       **self.compact)
+        out.meta = {**self.meta, "compact": out.config()}
+        out.preprocess = dict(self.preprocess)
+        return out
+
+    def stored_bytes(self) -> int:
+        if self.compact is None:
+            return super().stored_bytes()
+        from .compact_users import encode_rows, layout_bytes
+
+        return layout_bytes(encode_rows(self.rows, **self.compact))
+
+    def save(self, path):
+        if self.compact is None:
+            return super().save(path)
+        return self.to_compact().save(path)
 
     def sample(self, generator: torch.Generator, *, samples: int, tau: float, hard: bool,
                chunk_elements: int = 1 << 23) -> Tensor:
@@ -118,8 +194,9 @@ class GumbelUserSet(UserRowSet):
         soft, counts = _MultiGumbel.apply(self.logits, float(tau), int(samples), generator, chunk)
         soft = soft.clamp(max=1.0)  # the reference's hard_tanh (the sum is >= 0)
         if not hard:
-            return soft
-        return (counts > 0).to(soft.dtype) + (soft - soft.detach())  # straight-through: exact 0/1
+            return self.stored_view(soft)
+        # straight-through: exact 0/1
+        return self.stored_view((counts > 0).to(soft.dtype) + (soft - soft.detach()))
 
     def sample_expected(self, generator: torch.Generator, *, samples: int) -> Tensor:
         """The binary union of ``samples`` categorical draws from softmax(Ω) (what the hard
@@ -130,7 +207,7 @@ class GumbelUserSet(UserRowSet):
             draws = torch.multinomial(p.detach().cpu(), samples, replacement=True, generator=generator)
             hard = torch.zeros_like(p).scatter_(1, draws.to(p.device), 1.0)
         expected = 1 - (1 - p).pow(samples)
-        return hard + (expected - expected.detach())
+        return self.stored_view(hard + (expected - expected.detach()))
 
     def sample_mean(self, *, samples: int, tau: float) -> Tensor:
         """The expectation of the soft multi-Gumbel sample, ``clip(γ softmax(Ω/τ), 0, 1)``
@@ -139,9 +216,9 @@ class GumbelUserSet(UserRowSet):
         of γ = 200 draws is this mean within ~1 % per entry."""
         if samples < 1 or tau <= 0:
             raise ValueError(f"need samples >= 1 and tau > 0, got {samples}, {tau}")
-        return (samples * torch.softmax(self.logits / tau, -1)).clamp(max=1.0)
+        return self.stored_view((samples * torch.softmax(self.logits / tau, -1)).clamp(max=1.0))
 
     @torch.no_grad()
     def set_rows(self, rows: Tensor) -> None:
-        self.rows.copy_(rows.detach())
+        self.rows.copy_(self.stored_view(rows.detach()))
 

@@ -1,0 +1,146 @@
+"""A node-classification graph summary stored compactly (kind ``compact-graph``): what
+``datadistill.compact.compact`` makes of a ``graph`` summary (see ``CompactGraphSet``)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..compact import (FEATURE_DTYPES, VALUE_DTYPES, check_dtype, dequantize, index_dtype,
+                       nbytes, quantize)
+from ..errors import ConfigError
+from .base import SYNSETS, SyntheticSet
+
+_STORED_TYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                 "uint8": torch.uint8, "binary": torch.uint8}
+_GRAPH_LAYOUT = ("features", "feature_ranges", "labels", "pairs", "weights", "weight_ranges")
+
+
+@SYNSETS.register("compact-graph")
+class CompactGraphSet(SyntheticSet):
+    """A node-classification graph summary stored compactly (``datadistill.compact.compact``):
+
+    * ``features`` [n, F] as ``dtype`` (``float32``, ``float16``, ``bfloat16``; ``uint8``
+      affine per node, ranges [n, 2]);
+    * ``labels`` [n] in the smallest integer type holding the classes;
+    * ``pairs`` [2, E] node ids in the smallest integer type holding n — each undirected edge
+      once (i < j) when the adjacency is ``symmetric``, else each directed one (i <- j);
+    * ``weights`` [E] as ``edge_dtype`` (``uint8``: one affine range; ``binary``: none, all 1).
+
+    The adjacency is the source's baked at a ``threshold`` (entries below it dropped). ``x``,
+    ``edge_index`` and ``edge_weight`` are the decoded tensors the GNNs train on (not saved);
+    ``stored_bytes`` is the sum of the stored tensors."""
+
+    kind = "compact-graph"
+
+    def __init__(self, info, *, nodes: int, dtype: str = "float16", edge_dtype: str = "float16",
+                 symmetric: bool = True, threshold: float = 0.0, label_format: str = "hard",
+                 lr: float | None = None):
+        super().__init__(info, label_format=label_format, lr=lr)
+        if label_format != "hard":
+            raise ValueError("graph summaries use hard labels")
+        if info.modality != "graph" or (info.task or "node") != "node":
+            raise ValueError(f"{self.kind} summaries are for node classification graphs")
+        if nodes < 1:
+            raise ValueError(f"nodes must be >= 1, got {nodes}")
+        self.nodes, self.symmetric, self.threshold = int(nodes), bool(symmetric), float(threshold)
+        self.dtype = check_dtype(dtype, FEATURE_DTYPES, "feature dtype")
+        self.edge_dtype = check_dtype(edge_dtype, VALUE_DTYPES, "edge dtype")
+        f = int(info.shape[0])
+        self.register_buffer("features", torch.zeros(nodes, f, dtype=_STORED_TYPES[dtype]))
+        self.register_buffer("feature_ranges", torch.zeros(nodes if dtype == "uint8" else 0, 2))
+        self.register_buffer("labels", torch.zeros(nodes, dtype=index_dtype(info.num_classes)))
+        self.register_buffer("pairs", torch.zeros(2, 0, dtype=index_dtype(nodes)))
+        self.register_buffer("weights", torch.zeros(0, dtype=_STORED_TYPES[edge_dtype]))
+        self.register_buffer("weight_ranges", torch.zeros(1 if edge_dtype == "uint8" else 0, 2))
+        for k, v in {"x": torch.zeros(nodes, f), "edge_index": torch.zeros(2, 0, dtype=torch.long),
+                     "edge_weight": torch.zeros(0)}.items():
+            self.register_buffer(k, v, persistent=False)
+
+    def config(self):
+        return {"nodes": self.nodes, "dtype": self.dtype, "edge_dtype": self.edge_dtype,
+                "symmetric": self.symmetric, "threshold": self.threshold}
+
+    @classmethod
+    @torch.no_grad()
+    def from_graph(cls, syn, *, dtype: str = "float16", threshold: float | None = None,
+                   edge_dtype: str = "float16") -> "CompactGraphSet":
+        """The compact form of a ``graph`` summary: its (baked) adjacency with entries below
+        ``threshold`` (default: the summary's own) dropped."""
+        threshold = float(getattr(syn, "threshold", 0.0) if threshold is None else threshold)
+        if threshold < 0:
+            raise ConfigError(f"threshold must be >= 0, got {threshold}")
+        adj = syn.adjacency().detach().float().cpu()
+        if threshold > 0:
+            adj = adj * (adj >= threshold)
+        symmetric = bool(torch.equal(adj, adj.t()))
+        x = syn.materialize()[0].detach().float().cpu()
+        out = cls(syn.info, nodes=int(x.shape[0]), dtype=dtype, edge_dtype=edge_dtype,
+                  symmetric=symmetric, threshold=threshold)
+        out.set_graph(x, syn.class_ids.cpu(), adj)
+        return out
+
+    @torch.no_grad()
+    def set_graph(self, x: Tensor, labels: Tensor, adj: Tensor) -> None:
+        """Store features [n, F], labels [n] and a dense adjacency [n, n] (A[i, j]: j -> i)."""
+        adj = adj.detach().float().cpu()
+        keep = (adj != 0) & ~torch.eye(self.nodes, dtype=torch.bool)
+        if self.symmetric:
+            keep &= torch.ones_like(keep).triu(1)
+        i, j = keep.nonzero(as_tuple=True)
+        feats, franges = quantize(x, self.dtype)  # uint8: one (lo, hi) per node
+        w = adj[i, j]
+        if self.edge_dtype == "uint8":  # one range for every edge
+            weights, wr = quantize(w, "uint8", torch.zeros_like(i), 1)
+        else:
+            weights, wr = quantize(w, self.edge_dtype)
+        dev = self.x.device
+        stored = {"features": feats, "feature_ranges": franges,
+                  "labels": labels.to(self.labels.dtype), "pairs": torch.stack([i, j]).to(self.pairs.dtype),
+                  "weights": weights, "weight_ranges": wr}
+        for k, v in stored.items():
+            setattr(self, k, v.to(dev))
+        self._decode()
+
+    def _decode(self) -> None:
+        self.x = dequantize(self.features, self.dtype, self.feature_ranges)
+        i, j = self.pairs.long()
+        e = int(i.numel())
+        w = dequantize(self.weights, self.edge_dtype, self.weight_ranges, count=e,
+                       segments=torch.zeros(e, dtype=torch.long, device=i.device))
+        if self.symmetric:
+            i, j, w = torch.cat([i, j]), torch.cat([j, i]), torch.cat([w, w])
+        self.edge_index, self.edge_weight = torch.stack([j, i]), w  # message j -> i
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kw):
+        for k in ("pairs", "weights"):  # their length is the number of stored edges
+            if prefix + k in state_dict:
+                cur = getattr(self, k)
+                setattr(self, k, torch.empty(state_dict[prefix + k].shape, dtype=cur.dtype,
+                                             device=cur.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kw)
+        self._decode()
+
+    @property
+    def class_ids(self) -> Tensor:
+        return self.labels.long()
+
+    def materialize(self) -> tuple[Tensor, Tensor]:
+        return self.x, self.class_ids
+
+    def adjacency(self, generator=None, temperature: float = 1.0) -> Tensor:
+        a = self.x.new_zeros(self.nodes, self.nodes)
+        a[self.edge_index[1], self.edge_index[0]] = self.edge_weight
+        return a
+
+    def edges(self) -> tuple[Tensor, Tensor]:
+        return self.edge_index, self.edge_weight
+
+    def inputs(self, generator=None, temperature: float = 1.0):
+        return self.x, self.edge_index, self.edge_weight, None, None
+
+    def bytes_breakdown(self) -> dict[str, int]:
+        parts = {k: nbytes(getattr(self, k)) for k in _GRAPH_LAYOUT}
+        return {**parts, "total": sum(parts.values()), "edges": int(self.edge_weight.numel())}
+
+    def stored_bytes(self) -> int:
+        return self.bytes_breakdown()["total"]
