@@ -40,7 +40,8 @@ class RunOptions:
     - ``channels_last``: channels-last activations (DM's bf16 path).
     - ``chunk``: examples per no-grad forward or kernel block (``None``: the method's default);
       bounds memory, changes only the order of a sum.
-    - ``workers``: processes for embarrassingly parallel work (expert trajectories).
+    - ``workers``: processes for embarrassingly parallel work (expert trajectories, the K
+      evaluation models).
     - ``allocator``: ``"auto"`` (= ``"tuned"`` on CPU) tunes glibc's malloc
       (``perf.tune_allocator``) unless tcmalloc or jemalloc is preloaded; ``"default"`` leaves the
       process allocator alone.
@@ -142,3 +143,15 @@ def make_generator(seed: int) -> torch.Generator:
     """A CPU generator: random draws happen on CPU and move to the device, so results do not
     depend on the device."""
     return torch.Generator().manual_seed(int(seed))
+
+
+@contextlib.contextmanager
+def scoped_global_seed(seed: int, device: "str | torch.device | None" = None):
+    """Run a block whose code draws from torch's global RNG (``F.dropout`` in a GNN, a third-party
+    trainer) deterministically from ``seed``, and give the caller back its global RNG state
+    afterwards (the library never reseeds the global RNG for its caller)."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    devices = [dev] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

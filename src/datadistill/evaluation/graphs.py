@@ -22,7 +22,7 @@ import torch
 
 from ..errors import ConfigError, DataFormatError
 from ..models import create_model
-from ..runtime import RunOptions, derive_seed, make_generator, resolve_device
+from ..runtime import RunOptions, derive_seed, make_generator, resolve_device, scoped_global_seed
 from ..train import label_loss
 from .base import EvalReport, accuracy_stats
 
@@ -177,19 +177,23 @@ def full_graph_accuracy(real, model: str = "gcn", *, protocol="paper", num_model
     for k in range(num_models or proto.num_models):
         gen = make_generator(derive_seed(seed, 7919 + k))
         net = create_model(model, real.info, generator=gen, device=dev)
-        if task == "node":
-            train_node_model(net, (real.x_input, real.edge_index, None), real.y, real,
-                             epochs=proto.epochs, lr=proto.lr, weight_decay=proto.weight_decay,
-                             train_idx=real.train_idx, select=proto.select)
-            accs.append(100 * node_accuracy(net, real, real.test_idx))
-        else:
-            x, ei, b, y = real.batch(real.train_idx)
-            train_graph_model(net, (x, ei, None, b, len(y)), y, real, epochs=proto.epochs,
-                              lr=proto.lr, weight_decay=proto.weight_decay,
-                              batch_size=proto.batch_size, generator=gen, select=proto.select)
-            accs.append(100 * graph_accuracy(net, real, real.test_idx))
+        with scoped_global_seed(derive_seed(seed, 7919 + k, 1), dev):  # GNN dropout
+            accs.append(_train_and_test_full(net, real, task, proto, gen))
     return {**accuracy_stats(accs),
             "settings": dataclasses.asdict(proto)}
+
+
+def _train_and_test_full(net, real, task, proto, gen) -> float:
+    if task == "node":
+        train_node_model(net, (real.x_input, real.edge_index, None), real.y, real,
+                         epochs=proto.epochs, lr=proto.lr, weight_decay=proto.weight_decay,
+                         train_idx=real.train_idx, select=proto.select)
+        return 100 * node_accuracy(net, real, real.test_idx)
+    x, ei, b, y = real.batch(real.train_idx)
+    train_graph_model(net, (x, ei, None, b, len(y)), y, real, epochs=proto.epochs,
+                      lr=proto.lr, weight_decay=proto.weight_decay,
+                      batch_size=proto.batch_size, generator=gen, select=proto.select)
+    return 100 * graph_accuracy(net, real, real.test_idx)
 
 
 def evaluate_graph(syn, real, *, models: Sequence[str] | None = None, protocol="fast",
@@ -215,16 +219,18 @@ def evaluate_graph(syn, real, *, models: Sequence[str] | None = None, protocol="
         for k in range(proto.num_models):
             gen = make_generator(derive_seed(seed, mi, k))
             net = create_model(name, syn.info, generator=gen, device=dev)
-            if task == "node":
-                train_node_model(net, inputs, y, real, epochs=proto.epochs, lr=proto.lr,
-                                 weight_decay=proto.weight_decay, decay_at=proto.decay_at,
-                                 select=proto.select)
-                acc = 100 * node_accuracy(net, real, real.test_idx)
-            else:
-                train_graph_model(net, inputs, y, real, epochs=proto.epochs, lr=proto.lr,
-                                  weight_decay=proto.weight_decay, batch_size=proto.batch_size,
-                                  generator=gen, decay_at=proto.decay_at, select=proto.select)
-                acc = 100 * graph_accuracy(net, real, real.test_idx)
+            # GNN dropout draws from the global RNG: seeded per model, the caller's state kept
+            with scoped_global_seed(derive_seed(seed, mi, k, 1), dev):
+                if task == "node":
+                    train_node_model(net, inputs, y, real, epochs=proto.epochs, lr=proto.lr,
+                                     weight_decay=proto.weight_decay, decay_at=proto.decay_at,
+                                     select=proto.select)
+                    acc = 100 * node_accuracy(net, real, real.test_idx)
+                else:
+                    train_graph_model(net, inputs, y, real, epochs=proto.epochs, lr=proto.lr,
+                                      weight_decay=proto.weight_decay, batch_size=proto.batch_size,
+                                      generator=gen, decay_at=proto.decay_at, select=proto.select)
+                    acc = 100 * graph_accuracy(net, real, real.test_idx)
             accs.append(acc)
             if on_model is not None:
                 on_model({"model": name, "index": k, "accuracy": acc})
