@@ -33,16 +33,19 @@ class ConvNet(nn.Module):
         if first_padding is None:  # the field's choice: 28 -> 32 on 1-channel images
             first_padding = 3 if c == 1 else 1
         layers: list[nn.Module] = []
+        acts: list[int] = []  # index of each block's activation in ``features``
         for d in range(depth):
             pad = first_padding if d == 0 else 1
             conv = GrayStemConv2d if c == 1 and d == 0 else nn.Conv2d  # same function, faster
             layers.append(conv(c if d == 0 else width, width, 3, padding=pad))
             h, w = h + 2 * pad - 2, w + 2 * pad - 2
             layers += [norm_layer(norm, width, (h, w)), activation(act)]
+            acts.append(len(layers) - 1)
             if pool != "none" and min(h, w) >= 2:
                 layers.append(pool_layer(pool))
                 h, w = h // 2, w // 2
         self.features = nn.Sequential(*layers)
+        self._acts = tuple(acts)
         # the blocks the fused kernel can take: indices of their norm layers
         self._fusable = frozenset(
             i for i, m in enumerate(layers[:-2]) if norm == "instance" and act == "relu"
@@ -57,6 +60,19 @@ class ConvNet(nn.Module):
             if applicable(x):  # (not under vmap, CPU, floating point)
                 return self._fused_features(x).flatten(1)
         return self.features(x).flatten(1)
+
+    def layer_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The intermediate feature maps: every block's output after its activation (before its
+        pooling), then the last block's pooled output (the embedding as a map, ``embed`` before
+        flattening) — ``depth + 1`` tensors. Computed with the plain modules (the function of
+        ``embed``; the fused kernels do not expose the activations)."""
+        outs = []
+        for i, m in enumerate(self.features):
+            x = m(x)
+            if i in self._acts:
+                outs.append(x)
+        outs.append(x)
+        return outs
 
     def _fused_features(self, x: torch.Tensor) -> torch.Tensor:
         from ..perf.fused import applicable, conv_norm_relu_pool, norm_relu_pool
