@@ -19,14 +19,17 @@ with one process) everything here is the identity and the single-process code pa
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as tdist
 from torch import Tensor
 
 __all__ = ["available", "world_size", "rank", "is_main", "is_distributed", "all_reduce_sum",
-           "shard", "backend_for", "init_from_env", "finalize", "barrier"]
+           "shard", "backend_for", "init_from_env", "finalize", "barrier", "on_main",
+           "all_gather_objects"]
 
 
 def available() -> bool:
@@ -75,6 +78,35 @@ def shard(n: int, r: int | None = None, w: int | None = None) -> slice:
     base, extra = divmod(n, w)
     start = r * base + min(r, extra)
     return slice(start, start + base + (1 if r < extra else 0))
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's (picklable) ``obj``, in rank order (``[obj]`` in one process)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    tdist.all_gather_object(out, obj)
+    return out
+
+
+def on_main(fn: Callable[[], Any]) -> Any:
+    """``fn()`` computed on rank 0 and broadcast to every rank (work done once, e.g. a cached
+    full-data reference that rank 0 alone writes); an exception on rank 0 raises on every rank."""
+    if not is_distributed():
+        return fn()
+    box: list[Any] = [None]
+    if is_main():
+        try:
+            box[0] = ("ok", fn())
+        except Exception as e:  # the other ranks wait in the broadcast: tell them
+            box[0] = ("error", f"{type(e).__name__}: {e}")
+            tdist.broadcast_object_list(box, src=0)
+            raise
+    tdist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        raise RuntimeError(f"rank 0 failed: {value}")
+    return value
 
 
 def barrier() -> None:

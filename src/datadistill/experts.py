@@ -13,7 +13,8 @@ asks for the same settings reuses it. Each finished expert is one safetensors fi
 atomically (no pickle: a shared cache is safe to load); an interrupted expert keeps a partial
 state (``checkpoint.save_state``) after every epoch and resumes from it (exactly, since plain SGD
 without momentum has no optimizer state). ``workers > 1`` trains missing experts in parallel
-worker processes; ``fused`` trains them with the fused CPU kernels (the same function). Training itself is ``train.train_model`` (the library's one routine);
+worker processes; under a ``torch.distributed`` process group they are divided over the ranks
+(``load_experts``); ``fused`` trains them with the fused CPU kernels (the same function). Training itself is ``train.train_model`` (the library's one routine);
 trajectories are recorded through its ``on_epoch`` callback.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import checkpoint as ckpt
+from . import dist
 from .augment import DEFAULT_STRATEGY, DSA
 from .data.base import RealData
 from .data.files import cache_root
@@ -206,30 +208,68 @@ def load_experts(real: RealData, cfg: ExpertConfig, *, device=None, workers: int
                  fused: bool = False, root: str | os.PathLike | None = None, train: bool = True,
                  on_epoch: Callable[[dict[str, Any]], None] | None = None) -> ExpertTrajectories:
     """The experts for ``(real, cfg)``: cached ones are reused, missing ones trained (unless
-    ``train=False``, which raises instead), in ``workers`` parallel processes when > 1."""
+    ``train=False``, which raises instead), in ``workers`` parallel processes when > 1.
+
+    Under an initialized process group (torchrun) the missing experts are divided over the
+    ranks (expert ``missing[j]`` on rank ``j % world_size``); each rank writes its own expert
+    files (one file per expert, written atomically: ranks never write the same file), waits for
+    the others, and a file a rank still lacks afterwards (ranks without a shared filesystem) is
+    sent to it by a rank that has it. Every rank then holds the full set; an expert's file is the
+    same whichever rank trained it (its own generator, ``derive_seed(seed, i)``)."""
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     d = expert_dir(real, cfg, root)
     d.mkdir(parents=True, exist_ok=True)
     meta = d / "experts.json"
-    if not meta.exists():
-        meta.write_text(json.dumps({"dataset": real.info.name, "data": data_fingerprint(real),
-                                    **cfg.key_settings()}, indent=2))
+    if not meta.exists():  # (atomic: several ranks may write it at once)
+        tmp = d / f"experts.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"dataset": real.info.name, "data": data_fingerprint(real),
+                                   **cfg.key_settings()}, indent=2))
+        os.replace(tmp, meta)
     missing = [i for i in range(cfg.num_experts) if not _expert_file(d, i).exists()]
+    if dist.is_distributed():  # the union over ranks: every rank divides the same list
+        missing = sorted({i for m in dist.all_gather_objects(missing) for i in m})
+        mine = missing[dist.rank()::dist.world_size()]
+    else:
+        mine = missing
     if missing and not train:
         raise FileNotFoundError(f"{len(missing)} of {cfg.num_experts} experts missing in {d}")
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
-    if workers > 1 and len(missing) > 1:
+    if workers > 1 and len(mine) > 1:
         import multiprocessing as mp
         threads = max(1, torch.get_num_threads() // workers)
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_init, initargs=(threads,)) as ex:
-            futs = [ex.submit(_worker_train, real, cfg, i, str(d), device, fused) for i in missing]
+            futs = [ex.submit(_worker_train, real, cfg, i, str(d), device, fused) for i in mine]
             for f in futs:
                 f.result()
                 if on_epoch is not None:
                     on_epoch({"expert_done": True})
     else:
-        for i in missing:
+        for i in mine:
             train_expert(real, cfg, i, d, device=device, fused=fused, on_epoch=on_epoch)
+    if dist.is_distributed() and missing:
+        _share_experts(d, missing)
     num_params = sum(p.numel() for p in create_model(cfg.model, real.info).parameters())
     return ExpertTrajectories(d, cfg, num_params)
+
+
+def _share_experts(d: Path, indices: list[int]) -> None:
+    """After every rank trained its share: each expert in ``indices`` that some rank lacks (no
+    shared filesystem) is broadcast from the first rank that has it, and written there."""
+    import torch.distributed as tdist
+
+    dist.barrier()  # every rank's files are written (on a shared filesystem: all present now)
+    have = dist.all_gather_objects([i for i in indices if _expert_file(d, i).exists()])
+    for i in indices:
+        holders = [r for r, h in enumerate(have) if i in h]
+        if len(holders) == len(have):
+            continue
+        if not holders:
+            raise SummaryFormatError(f"expert {i} was trained by no rank ({d})")
+        box = [None]
+        if dist.rank() == holders[0]:
+            with safe_open(str(_expert_file(d, i)), "pt") as f:
+                box[0] = f.get_tensor("trajectory")
+        tdist.broadcast_object_list(box, src=holders[0])
+        if not _expert_file(d, i).exists():
+            _atomic_save(box[0], _expert_file(d, i))

@@ -284,12 +284,12 @@ class DC(ImageDistiller):
         train_model(net, x, y, epochs=self.inner_, generator=self.gen_, lr=self.lr_net,
                     momentum=0.0, weight_decay=0.0, batch_size=self.batch_train, decay_at=None,
                     dsa=self.train_dsa_, label_format=syn.label_format, precision=self.run_.precision,
-                    compile=self.run_.compile)
+                    compile=self.run_.compile, check_finite=False)  # a NaN shows in the step's loss
 
     def step(self, real, syn):
         net = self.fresh_network(real)
         bn = has_batchnorm(net)
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=self.device_)  # read once, at the end
         for ol in range(self.outer_):
             if bn:
                 xb = torch.cat([real.sample_class(c, self.bn_batch, self.gen_)
@@ -299,8 +299,8 @@ class DC(ImageDistiller):
             self.optimizer_.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer_.step()
-            total += float(loss.detach())
+            total += loss.detach().double()
             if ol == self.outer_ - 1:
                 break  # no inner training after the last matching step (as published)
             self.train_network(net, real, syn)
-        return {"loss": total / (self.outer_ * real.info.num_classes)}
+        return {"loss": float(total) / (self.outer_ * real.info.num_classes)}

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .. import dist
 from ..augment import DSA
 from ..data.base import RealData, Split
 from ..data.zca import ZCA
@@ -24,6 +25,7 @@ from ..runtime import RunOptions, derive_seed, make_generator
 from ..synsets.base import SyntheticSet
 from ..train import accuracy, train_model
 from .base import PUBLISHED_FULL, EvalReport, Protocol, accuracy_stats, check_loss
+from .parallel import map_tasks
 
 
 def matched_test_split(syn: SyntheticSet, real: RealData) -> Split:
@@ -70,21 +72,26 @@ def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] 
         lr = float(syn.lr.detach())
         overrides["lr"] = f"{lr:.6g} (the summary's learned step size)"
     dsa = DSA.for_data(syn.info, proto.dsa_strategy) if proto.dsa else None
+    ctx = {"x": x, "y": y, "test_x": test.x, "test_y": test.y, "info": syn.info, "dsa": dsa,
+           "label_format": syn.label_format, "proto": proto, "lr": lr, "run": run}
+    # the K models of every architecture: sequentially, in run.workers processes and/or across
+    # the ranks of a process group (parallel.map_tasks); each seeded derive_seed(seed, mi, k)
+    tasks = [(mi, name, k, seed) for mi, name in enumerate(models) for k in range(proto.num_models)]
+    report = None if on_model is None else (
+        lambda i, res: on_model({"model": tasks[i][1], "index": tasks[i][2],
+                                 "accuracy": res["accuracy"]}))
+    fitted = map_tasks(fit_model, tasks, context=ctx, workers=run.workers, threads=run.threads,
+                       allocator=run.allocator, on_result=report,
+                       worker_context=lambda: {**ctx, **{k: ctx[k].cpu() for k in
+                                                         ("x", "y", "test_x", "test_y")}})
     results: dict[str, dict[str, Any]] = {}
     for mi, name in enumerate(models):
         accs, first_last = [], []
-        for k in range(proto.num_models):
-            gen = make_generator(derive_seed(seed, mi, k))
-            net = create_model(name, syn.info, generator=gen, device=dev, fused=run.fused)
-            losses: list[float] = []
-            train_model(net, x, y, epochs=proto.epochs, generator=gen, lr=lr,
-                        momentum=proto.momentum, weight_decay=proto.weight_decay,
-                        batch_size=proto.batch_size, decay_at=proto.decay_at, dsa=dsa,
-                        label_format=syn.label_format, precision=run.precision,
-                        compile=run.compile, schedule=proto.schedule,
-                        on_epoch=lambda ep, loss: check_loss(losses, ep, loss, name, lr))
-            acc = 100.0 * accuracy(net, test.x, test.y, precision=run.precision)
-            accs.append(acc)
+        for (tmi, _, k, _), res in zip(tasks, fitted):
+            if tmi != mi:
+                continue
+            accs.append(res["accuracy"])
+            losses = res["losses"]
             if losses:  # (epochs=0 trains nothing: nothing to check)
                 first_last.append((losses[0], losses[-1]))
             if losses and losses[-1] > 2.0 * losses[0]:
@@ -93,15 +100,14 @@ def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] 
                               f"{lr:g}: the protocol's learning rate is too large for this network "
                               f"(wide networks need it scaled down, ~1/width)", RuntimeWarning,
                               stacklevel=2)
-            if on_model is not None:
-                on_model({"model": name, "index": k, "accuracy": acc})
         r: dict[str, Any] = {**accuracy_stats(accs),
                              "published_full": PUBLISHED_FULL.get((syn.info.name, name)),
                              "train_loss_first_last": first_last}
         if full_reference is not False and full_reference is not None:
             from .reference import DEFAULT_FULL_REFERENCE, full_data_accuracy
             which = DEFAULT_FULL_REFERENCE if full_reference is True else full_reference
-            full = full_data_accuracy(real, name, device=dev, fused=run.fused, settings=which)
+            full = dist.on_main(lambda: full_data_accuracy(real, name, device=dev, fused=run.fused,
+                                                           settings=which))
             r["full_acc"] = full["accuracy"]
             r["full_settings"] = full["settings"]
             r["pct_of_full"] = 100.0 * r["mean"] / full["accuracy"] if full["accuracy"] else math.nan
@@ -111,3 +117,28 @@ def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] 
                "method": syn.meta.get("method"), "iterations": syn.meta.get("iterations"),
                "params": syn.meta.get("params")}
     return EvalReport(dataclasses.asdict(proto), summary, results, overrides, run.to_dict())
+
+
+def fit_model(ctx: dict[str, Any], task: tuple[int, str, int, int]) -> dict[str, Any]:
+    """One evaluation model: fresh ``name`` (architecture ``mi``, model ``k``) seeded
+    ``derive_seed(seed, mi, k)``, trained on the summary in ``ctx`` and tested on its test split;
+    ``{"accuracy": %, "losses": per-epoch training losses}`` (module level: worker processes and
+    ranks run it, ``parallel.map_tasks``)."""
+    mi, name, k, seed = task
+    run: RunOptions = ctx["run"]
+    proto: Protocol = ctx["proto"]
+    lr = ctx["lr"]
+    dev = torch.device(run.device)
+    x, y = ctx["x"].to(dev), ctx["y"].to(dev)
+    gen = make_generator(derive_seed(seed, mi, k))
+    net = create_model(name, ctx["info"], generator=gen, device=dev, fused=run.fused)
+    losses: list[float] = []
+    train_model(net, x, y, epochs=proto.epochs, generator=gen, lr=lr,
+                momentum=proto.momentum, weight_decay=proto.weight_decay,
+                batch_size=proto.batch_size, decay_at=proto.decay_at, dsa=ctx["dsa"],
+                label_format=ctx["label_format"], precision=run.precision,
+                compile=run.compile, schedule=proto.schedule,
+                on_epoch=lambda ep, loss: check_loss(losses, ep, loss, name, lr))
+    acc = 100.0 * accuracy(net, ctx["test_x"].to(dev), ctx["test_y"].to(dev),
+                           precision=run.precision)
+    return {"accuracy": acc, "losses": losses}

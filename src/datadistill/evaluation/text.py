@@ -78,24 +78,37 @@ def scores(pred: torch.Tensor, y: torch.Tensor, k: int) -> tuple[float, float]:
 def fit_networks(name: str, mi: int, x, y, test, info, *, proto: Protocol, label_format: str,
                  seed: int, run: RunOptions, lr: float, on_model=None) -> tuple[list, list]:
     """``proto.num_models`` fresh ``name`` networks trained on (x, y), tested on ``test``:
-    (accuracies %, balanced accuracies %)."""
+    (accuracies %, balanced accuracies %). In ``run.workers`` processes and/or across the ranks
+    of a process group (``parallel.map_tasks``), each seeded ``derive_seed(seed, mi, k)``."""
+    from .parallel import map_tasks
+
+    ctx = {"x": x, "y": y, "test_x": test.x, "test_y": test.y, "info": info, "proto": proto,
+           "label_format": label_format, "run": run, "lr": lr}
+    tasks = [(mi, name, k, seed) for k in range(proto.num_models)]
+    report = None if on_model is None else (
+        lambda i, res: on_model({"model": name, "index": i, "accuracy": res[0]}))
+    res = map_tasks(fit_network, tasks, context=ctx, workers=run.workers, threads=run.threads,
+                    allocator=run.allocator, on_result=report,
+                    worker_context=lambda: {**ctx, **{k: ctx[k].cpu() for k in
+                                                      ("x", "y", "test_x", "test_y")}})
+    return [a for a, _ in res], [b for _, b in res]
+
+
+def fit_network(ctx: dict[str, Any], task: tuple[int, str, int, int]) -> tuple[float, float]:
+    """One fresh network of ``fit_networks`` (module level: worker processes run it)."""
+    mi, name, k, seed = task
+    run, proto, lr = ctx["run"], ctx["proto"], ctx["lr"]
     dev = torch.device(run.device)
-    accs, bals = [], []
-    for k in range(proto.num_models):
-        gen = make_generator(derive_seed(seed, mi, k))
-        net = create_model(name, info, generator=gen, device=dev)
-        losses: list[float] = []
-        train_model(net, x, y, epochs=proto.epochs, generator=gen, lr=lr, momentum=proto.momentum,
-                    weight_decay=proto.weight_decay, batch_size=proto.batch_size,
-                    decay_at=proto.decay_at, label_format=label_format, precision=run.precision,
-                    schedule=proto.schedule,
-                    on_epoch=lambda ep, loss: check_loss(losses, ep, loss, name, lr))
-        acc, bal = scores(predict(net, test.x), test.y, info.num_classes)
-        accs.append(acc)
-        bals.append(bal)
-        if on_model is not None:
-            on_model({"model": name, "index": k, "accuracy": acc})
-    return accs, bals
+    gen = make_generator(derive_seed(seed, mi, k))
+    net = create_model(name, ctx["info"], generator=gen, device=dev)
+    losses: list[float] = []
+    train_model(net, ctx["x"].to(dev), ctx["y"].to(dev), epochs=proto.epochs, generator=gen,
+                lr=lr, momentum=proto.momentum, weight_decay=proto.weight_decay,
+                batch_size=proto.batch_size, decay_at=proto.decay_at,
+                label_format=ctx["label_format"], precision=run.precision,
+                schedule=proto.schedule,
+                on_epoch=lambda ep, loss: check_loss(losses, ep, loss, name, lr))
+    return scores(predict(net, ctx["test_x"].to(dev)), ctx["test_y"], ctx["info"].num_classes)
 
 
 def full_accuracy(name: str, real, info, *, seed: int, run: RunOptions, test) -> float:
