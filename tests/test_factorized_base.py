@@ -28,8 +28,8 @@ def test_layout_labels_and_bytes():
     assert torch.equal(s.class_ids, y)
     assert s.ipc == 4  # materialized examples per class
     torch.testing.assert_close(x[6:], s.decoders[1](s.codes).reshape(-1, 1, 2, 2))
-    # codes (6x4 floats) + two 4x4 decoders + int64 labels
-    assert s.stored_bytes() == 6 * 4 * 4 + 2 * 16 * 4 + 6 * 8
+    # codes (6x4 floats) + two 4x4 decoders + labels (one byte each: the smallest integer type)
+    assert s.stored_bytes() == 6 * 4 * 4 + 2 * 16 * 4 + 6 * 1
 
 
 def test_soft_labels_repeat_and_gradients_reach_codes_and_decoders():
