@@ -103,7 +103,8 @@ def compare_png(points: list[dict[str, Any]], out: str | Path, by: str | None = 
     """Accuracy against examples per class and against stored bytes (two panels; ``by`` draws
     one of them), one colour per run, one marker per architecture, each point labelled with its
     run and protocol."""
-    from .figures import color, figure, marker
+    from .figures import figure, marker
+    from .plots import draw_points
 
     pts = [p for p in points if p["mean"] is not None]
     if not pts:
@@ -115,16 +116,7 @@ def compare_png(points: list[dict[str, Any]], out: str | Path, by: str | None = 
         axes = axes if len(panels) > 1 else [axes]
         for ax, b in zip(axes, panels):
             x = "ipc" if b == "examples" else "stored_bytes"
-            seen: set[str] = set()
-            for p in pts:
-                mi = models.index(p["model"])
-                lab = p["run"] if p["run"] not in seen else None
-                seen.add(p["run"])
-                ax.errorbar([p[x]], [p["mean"]], yerr=[p["std"]], fmt=marker(mi),
-                            color=color(p["run_index"]), capsize=3, ms=6, label=lab)
-                ax.annotate(f"{p['run']} [{p['protocol']}]", (p[x], p["mean"]),
-                            textcoords="offset points", xytext=(5, 2), fontsize=6,
-                            color=color(p["run_index"]))
+            draw_points(ax, pts, x, models, show_model=False)
             xs = [p[x] for p in pts]
             if b == "bytes" or max(xs) / max(min(xs), 1e-9) > 20:
                 ax.set_xscale("log")

@@ -100,6 +100,23 @@ def points(runs: Sequence[RunData]) -> list[dict[str, Any]]:
     return out
 
 
+def draw_points(ax, pts: list[dict[str, Any]], x: str, models: list[str], *,
+                show_model: bool) -> None:
+    """Each point's accuracy ± std against ``p[x]``: one colour per run (labelled once), one
+    marker per architecture, annotated with its run (and model) and protocol."""
+    seen_runs: set[str] = set()
+    for p in pts:
+        mi = models.index(p["model"])
+        lab = p["run"] if p["run"] not in seen_runs else None
+        seen_runs.add(p["run"])
+        ax.errorbar([p[x]], [p["mean"]], yerr=[p["std"]], fmt=marker(mi),
+                    color=color(p["run_index"]), capsize=3, ms=6, label=lab)
+        text = f"{p['run']} ({p['model']})" if show_model else p["run"]
+        ax.annotate(f"{text} [{p['protocol']}]", (p[x], p["mean"]),
+                    textcoords="offset points", xytext=(5, 2), fontsize=6,
+                    color=color(p["run_index"]))
+
+
 def comparison(pts: list[dict[str, Any]], x: str, xlabel: str, *, log_x: bool = False) -> bytes | None:
     """Accuracy against ``x`` (a key of the points): one colour per run, one marker per
     architecture, each point labelled with its run and protocol."""
@@ -108,16 +125,7 @@ def comparison(pts: list[dict[str, Any]], x: str, xlabel: str, *, log_x: bool = 
         return None
     models = sorted({p["model"] for p in pts})
     with figure(4.6, 3.6) as (fig, ax):
-        seen_runs: set[str] = set()
-        for p in pts:
-            mi = models.index(p["model"])
-            lab = p["run"] if p["run"] not in seen_runs else None
-            seen_runs.add(p["run"])
-            ax.errorbar([p[x]], [p["mean"]], yerr=[p["std"]], fmt=marker(mi),
-                        color=color(p["run_index"]), capsize=3, ms=6, label=lab)
-            ax.annotate(f"{p['run']} ({p['model']}) [{p['protocol']}]", (p[x], p["mean"]),
-                        textcoords="offset points", xytext=(5, 2), fontsize=6,
-                        color=color(p["run_index"]))
+        draw_points(ax, pts, x, models, show_model=True)
         if log_x:
             ax.set_xscale("log")
         lo, hi = min(p[x] for p in pts), max(p[x] for p in pts)
