@@ -98,6 +98,55 @@ def _distill_seed(row: Row, real, seed: int, sdir: Path, resume: bool, runner) -
     return rec
 
 
+def _curve_points(row: Row, real, seed: int, sdir: Path, runner) -> list[dict[str, Any]]:
+    """Evaluate the snapshots a ``curve`` row's distillation saved; each point: iterations,
+    the distillation CPU/wall seconds up to it (``progress.jsonl``) and the per-model
+    accuracies. A point's record is kept in ``curve/it<k>.json`` so a resumed row skips it."""
+    if not row.curve:
+        return []
+    progress = {}
+    log = sdir / "progress.jsonl"
+    if log.exists():
+        for line in log.read_text().splitlines():
+            e = json.loads(line)
+            progress[e["iteration"]] = e
+    points = []
+    for k in row.curve:
+        done = sdir / "curve" / f"it{k}.json"
+        if done.exists():
+            points.append(json.loads(done.read_text()))
+            continue
+        snap = runner.curve_dir(sdir, k)
+        if not snap.exists():
+            raise RuntimeError(f"{row.id}: no snapshot of iteration {k} in {snap}")
+        c = cpu_seconds()
+        ev = runner.evaluate_summary(row, real, seed, sdir, summary_dir=snap, robust=False)
+        p = progress.get(k, {})
+        point = {"iterations": k, "distill_cpu_s": p.get("cpu_s"), "distill_wall_s": p.get("wall_s"),
+                 "evaluate_cpu_s": round(cpu_seconds() - c, 3),
+                 "per_model": ev["per_model"], "protocol": ev["protocol"]}
+        _write_json(done, point)
+        points.append(point)
+    return points
+
+
+def _pool_curve(row: Row, per_seed: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The curve's points pooled over seeds (accuracies of the headline model; CPU-seconds:
+    mean over seeds), with the row's own evaluation as the last point."""
+    if not row.curve:
+        return None
+    out = []
+    for i, k in enumerate(row.curve):
+        pts = [r["curve"][i] for r in per_seed if len(r.get("curve") or []) > i]
+        model = next(iter(pts[0]["per_model"]))
+        accs = [a for p in pts for a in p["per_model"][model]["accs"]]
+        cpu = [p["distill_cpu_s"] for p in pts if p.get("distill_cpu_s") is not None]
+        out.append({"iterations": k, "accuracy": _stats(accs), "model": model,
+                    "distill_cpu_s": round(statistics.fmean(cpu), 3) if cpu else None,
+                    "evaluate_cpu_s": round(statistics.fmean(p["evaluate_cpu_s"] for p in pts), 3)})
+    return out
+
+
 def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner) -> dict[str, Any]:
     per_seed = []
     real = None
@@ -113,6 +162,7 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
             real = runner.load_real(row)
             data_cpu = cpu_seconds() - c
         dist = _distill_seed(row, real, seed, sdir, resume, runner)
+        curve = _curve_points(row, real, seed, sdir, runner)
         c, w = cpu_seconds(), time.perf_counter()
         ev = runner.evaluate_summary(row, real, seed, sdir, clock=cpu_seconds)
         rob = ev.get("robust") or {}  # (its own seconds, beyond the plain evaluation)
@@ -120,6 +170,8 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
             "cpu_s": round(cpu_seconds() - c - (rob.get("cpu_s") or 0.0), 3),
             "wall_s": round(time.perf_counter() - w - (rob.get("wall_s") or 0.0), 3),
             "peak_rss_bytes": peak_rss_bytes()}, **ev}
+        if curve:
+            rec["curve"] = curve
         rec["summary"] = res.keep_summary(sdir / "summary", layout, suite, row.id, seed,
                                           dist.get("stored_bytes"))
         _write_json(finished, rec)
@@ -132,6 +184,13 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
     first = per_seed[0]
     mean = lambda key, part: round(statistics.fmean(r[part][key] for r in per_seed), 3)  # noqa: E731
     robust = _pool_robust([r["robust"] for r in per_seed if r.get("robust")])
+    curve = _pool_curve(row, per_seed)
+    if curve is not None:  # the row's own evaluation closes the curve
+        model = next(iter(models))
+        curve.append({"iterations": min(r["distill"]["iterations"] for r in per_seed),
+                      "accuracy": _stats(models[model]), "model": model,
+                      "distill_cpu_s": mean("cpu_s", "distill"),
+                      "evaluate_cpu_s": mean("cpu_s", "evaluate")})
     return {
         "metric": first["metric"], "protocol": first["protocol"], "overrides": first["overrides"],
         "accuracy": _stats(models[next(iter(models))]),  # the first architecture is the headline
@@ -146,6 +205,7 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
                               for r in per_seed),
         "stored_bytes": first["distill"].get("stored_bytes"),
         **({"robust": robust} if robust else {}),
+        **({"curve": curve} if curve is not None else {}),
         "run_resolved": {"distill": first["distill"].get("run"), "evaluate": first.get("run")},
         "summaries": [r["summary"] for r in per_seed],
         "seeds": [{"seed": r["seed"], "iterations": r["distill"]["iterations"],

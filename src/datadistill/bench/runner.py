@@ -77,6 +77,8 @@ def check_row(row) -> None:
         cls.from_config(row.preset, **method_params(row))  # unknown preset / parameter -> ConfigError
     elif row.preset or set(row.set) - {"storage"}:
         raise ValueError(f"baseline {row.method!r} takes no preset, and of set only storage")
+    if row.curve and row.method not in DISTILLERS:
+        raise ValueError(f"a curve follows a distillation; baseline {row.method!r} has none")
     run_options(row)  # unknown / invalid run option -> ConfigError
     if row.kind == "accuracy" and row.protocol not in ("paper", "fast", "smoke"):
         raise ValueError(f"unknown protocol {row.protocol!r}; known: paper, fast, smoke")
@@ -172,9 +174,23 @@ def distill_summary(row, real, seed: int, workdir: Path, *, resume: bool,
     syn = d.init_synset(real, **row.budget)
     syn.meta["dataset_source"] = row.dataset
     can_resume = resume and ckpt.exists(workdir, CHECKPOINT)
-    d.distill(real, syn, [on_iteration], workdir=workdir, resume=can_resume, run=run_options(row))
+    callbacks = [on_iteration]
+    if row.curve:  # the curve's snapshots, saved with their iteration's metadata
+        points = set(row.curve)
+
+        def snapshot(ev: dict[str, Any]) -> None:
+            if ev["iteration"] in points:
+                syn.save(curve_dir(workdir, ev["iteration"]))
+
+        callbacks.append(snapshot)
+    d.distill(real, syn, callbacks, workdir=workdir, resume=can_resume, run=run_options(row))
     return {"iterations": int(syn.meta.get("iterations", d.iterations)),
             "stored_bytes": int(syn.stored_bytes()), "run": d.run_.to_dict()}
+
+
+def curve_dir(workdir: Path, iteration: int) -> Path:
+    """Where a curve row keeps the summary of ``iteration`` (``workdir/curve/it<k>``)."""
+    return workdir / "curve" / f"it{iteration}"
 
 
 def checkpoint_iteration(workdir: Path) -> int:
@@ -197,17 +213,19 @@ def select_baseline(row, real, seed: int):
 
 
 def evaluate_summary(row, real, seed: int, workdir: Path,
-                     clock: Callable[[], float] | None = None) -> dict[str, Any]:
+                     clock: Callable[[], float] | None = None, *,
+                     summary_dir: Path | None = None, robust: bool = True) -> dict[str, Any]:
     """Evaluate ``workdir/summary`` under the row's protocol; {protocol, metric, per_model, run}
     and, for a ``robust`` row, ``robust``: DD-Ranking's scores (``robust_scores``, reusing this
     evaluation as "the summary's own evaluation") with the CPU / wall seconds they took beyond
-    it (``clock``: the CPU clock the caller measures with)."""
+    it (``clock``: the CPU clock the caller measures with). ``summary_dir``: another summary (a
+    curve's snapshot) under the same protocol; ``robust=False`` skips the robust scores."""
     import time
 
     from datadistill.evaluation import evaluate
     from datadistill.synsets import load_summary
 
-    syn = load_summary(workdir / "summary")
+    syn = load_summary(summary_dir if summary_dir is not None else workdir / "summary")
     run = run_options(row)
     rep = evaluate(syn, real, models=row.models, protocol=row.protocol,
                    num_models=row.num_models, seed=seed, run=run)
@@ -218,7 +236,7 @@ def evaluate_summary(row, real, seed: int, workdir: Path,
                         "num_models": proto.get("num_models")},
            "overrides": {k: str(v) for k, v in rep.overrides.items()},
            "metric": metric, "per_model": per_model, "run": dict(rep.run)}
-    if row.robust is not None:
+    if row.robust is not None and robust:
         from datadistill.evaluation.robust import robust_scores
 
         c, w = (clock() if clock else 0.0), time.perf_counter()

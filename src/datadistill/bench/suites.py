@@ -12,6 +12,9 @@ parameters, as in the library) and ``published = {accuracy, std, source, iterati
 ``auto`` / ``published`` / a reference preset, and DD-Ranking's weights) makes an accuracy row's
 evaluation also compute DD-Ranking's label- and augmentation-robust scores
 (``datadistill.evaluation.robust.robust_scores``, as ``datadistill evaluate --robust``).
+``curve = [k1, k2, ...]`` (iterations below the row's ``iterations``) evaluates snapshots of
+the same distillation at those iterations too: an accuracy-vs-CPU-time curve from one run, each
+point with the distillation CPU-seconds spent up to it (evaluation excluded).
 ``byte_budget = <bytes>`` declares that the row is compared with the other rows of its dataset
 at that number of stored bytes (the report's fixed-bytes table; a row storing more is flagged).
 ``kind = "speed"`` rows time ``timed`` iterations after ``warmup`` ones (``vs`` names the row to
@@ -34,7 +37,7 @@ ROW_KEYS = {
     "id", "kind", "method", "label", "dataset", "data_dir", "ipc", "ratio", "users", "preset",
     "set", "iterations", "protocol", "num_models", "models", "seeds", "run", "published",
     "summary", "notes", "timed", "warmup", "vs", "repeats", "commit", "external", "robust",
-    "byte_budget",
+    "byte_budget", "curve",
 }
 #: ``robust = {...}``: the arguments of ``robust_scores`` a row may set (defaults: the library's)
 ROBUST_KEYS = {"full", "lrs_weight", "ars_weight"}
@@ -84,6 +87,8 @@ class Row:
     #: DD-Ranking's robust scores too (``{}``: the library's defaults); None: plain accuracy only
     robust: dict[str, Any] | None = None
     byte_budget: int | None = None
+    #: iterations (below ``iterations``) at which the distillation's snapshot is evaluated too
+    curve: tuple[int, ...] = ()
 
     @property
     def budget(self) -> dict[str, Any]:
@@ -94,6 +99,7 @@ class Row:
         d = dataclasses.asdict(self)
         d["models"] = list(self.models) if self.models is not None else None
         d["seeds"] = list(self.seeds)
+        d["curve"] = list(self.curve)
         return d
 
 
@@ -142,6 +148,8 @@ def _row(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Row:
         b = merged["byte_budget"]
         if isinstance(b, bool) or not isinstance(b, int) or b <= 0:
             raise SuiteError(f"{where}: byte_budget = {b!r}: a positive number of bytes")
+    if "curve" in merged:
+        merged["curve"] = _curve(merged["curve"], merged, where)
     if "models" in merged:
         merged["models"] = tuple(merged["models"])
     if "seeds" in merged:
@@ -150,6 +158,23 @@ def _row(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Row:
         return Row(**merged)
     except TypeError as e:
         raise SuiteError(f"{where}: {e}") from None
+
+
+def _curve(value: Any, merged: dict[str, Any], where: str) -> tuple[int, ...]:
+    """``curve = [k1, k2, ...]``: increasing iterations, each below the row's ``iterations``."""
+    if merged.get("kind", "accuracy") != "accuracy":
+        raise SuiteError(f"{where}: a curve is evaluated by accuracy rows only")
+    if (not isinstance(value, list) or not value
+            or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in value)
+            or sorted(set(value)) != value):
+        raise SuiteError(f"{where}: curve = {value!r}: a list of increasing iteration counts >= 1")
+    its = merged.get("iterations")
+    if its is None:
+        raise SuiteError(f"{where}: a curve needs the row's own 'iterations' (its last point)")
+    if value[-1] >= its:
+        raise SuiteError(f"{where}: curve point {value[-1]} is not below iterations = {its} "
+                         f"(the row's own evaluation is the last point)")
+    return tuple(value)
 
 
 def _robust(value: Any, kind: str, where: str) -> dict[str, Any] | None:

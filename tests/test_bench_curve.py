@@ -1,0 +1,100 @@
+"""A ``curve`` row: one distillation, its snapshots at the listed iterations evaluated too (the
+accuracy-vs-CPU-time curve of issues 16 and 17), each point with the CPU-seconds spent up to it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from datadistill.bench.__main__ import main
+from datadistill.bench.suites import SuiteError, load_suite
+from datadistill.synsets import load_summary
+
+CURVE = """
+[defaults]
+dataset = "digits"
+protocol = "smoke"
+run = {threads = 1}
+
+[[rows]]
+id = "dm-curve"
+method = "dm"
+preset = "tiny"
+ipc = 2
+iterations = 4
+curve = [1, 2]
+
+[[rows]]
+id = "dm-two"
+method = "dm"
+preset = "tiny"
+ipc = 2
+iterations = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench") / "bench"
+    (root / "suites").mkdir(parents=True)
+    (root / "suites" / "c.toml").write_text(CURVE)
+    assert main(["--bench-dir", str(root), "run", "c"]) == 0
+    return root
+
+
+def test_a_curve_row_records_every_point_in_order(ran):
+    rec = json.loads((ran / "results" / "c.json").read_text())["rows"]["dm-curve"]
+    pts = rec["curve"]
+    assert [p["iterations"] for p in pts] == [1, 2, 4]
+    cpu = [p["distill_cpu_s"] for p in pts]
+    assert all(c is not None and c > 0 for c in cpu) and cpu == sorted(cpu)
+    assert pts[-1]["accuracy"] == rec["accuracy"]  # the row's own evaluation closes the curve
+    assert all(p["accuracy"]["n"] >= 1 and p["evaluate_cpu_s"] > 0 for p in pts)
+
+
+def test_the_snapshot_is_the_summary_after_that_iteration(ran):
+    """DM has no schedule over the total iterations: the curve's 2-iteration snapshot is what a
+    separate 2-iteration run of the same seed distils."""
+    snap = load_summary(ran / "runs" / "c" / "dm-curve" / "s0" / "curve" / "it2")
+    two = load_summary(ran / "runs" / "c" / "dm-two" / "s0" / "summary")
+    assert snap.meta["iterations"] == 2
+    torch.testing.assert_close(snap.materialize()[0], two.materialize()[0], rtol=0, atol=0)
+
+
+def test_resume_evaluates_only_the_missing_point(ran):
+    sdir = ran / "runs" / "c" / "dm-curve" / "s0"
+    before = json.loads((ran / "results" / "c.json").read_text())["rows"]["dm-curve"]["curve"]
+    (sdir / "seed.json").unlink()
+    (sdir / "curve" / "it2.json").unlink()
+    kept = (sdir / "curve" / "it1.json").stat().st_mtime_ns
+    results = json.loads((ran / "results" / "c.json").read_text())
+    results["rows"]["dm-curve"]["status"] = "running"
+    (ran / "results" / "c.json").write_text(json.dumps(results))
+    assert main(["--bench-dir", str(ran), "run", "c", "--resume"]) == 0
+    after = json.loads((ran / "results" / "c.json").read_text())["rows"]["dm-curve"]["curve"]
+    assert (sdir / "curve" / "it1.json").stat().st_mtime_ns == kept
+    assert (sdir / "curve" / "it2.json").exists()
+    assert [p["accuracy"]["mean"] for p in after] == [p["accuracy"]["mean"] for p in before]
+
+
+@pytest.mark.parametrize("extra,match", [
+    ("iterations = 4\ncurve = [2, 1]", "increasing"),
+    ("iterations = 4\ncurve = [4]", "not below"),
+    ("curve = [1]", "needs the row's own 'iterations'"),
+    ("iterations = 4\ncurve = []", "increasing"),
+    ('iterations = 4\ncurve = [1]\nkind = "speed"', "accuracy rows"),
+])
+def test_curve_keys_are_checked(tmp_path, extra, match):
+    (tmp_path / "s.toml").write_text(f'[[rows]]\nid = "r"\nmethod = "dm"\ndataset = "digits"\n'
+                                     f'ipc = 1\n{extra}\n')
+    with pytest.raises(SuiteError, match=match):
+        load_suite(tmp_path / "s.toml")
+
+
+def test_a_baseline_has_no_curve(tmp_path):
+    (tmp_path / "s.toml").write_text('[[rows]]\nid = "r"\nmethod = "random"\ndataset = "digits"\n'
+                                     'ipc = 1\niterations = 3\ncurve = [1]\n')
+    with pytest.raises(SuiteError, match="baseline"):
+        load_suite(tmp_path / "s.toml")
