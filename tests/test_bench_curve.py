@@ -98,3 +98,26 @@ def test_a_baseline_has_no_curve(tmp_path):
                                      'ipc = 1\niterations = 3\ncurve = [1]\n')
     with pytest.raises(SuiteError, match="baseline"):
         load_suite(tmp_path / "s.toml")
+
+
+def test_from_summary_evaluates_a_kept_summary_without_distilling(ran, tmp_path):
+    """A row with ``from_summary`` evaluates another row's kept summary under its own protocol:
+    the same tensors (sha256), no distillation, its iterations taken from the summary."""
+    kept = json.loads((ran / "results" / "c.json").read_text())["rows"]["dm-two"]["summaries"][0]
+    folder = kept["kept"]  # e.g. bench/summaries/c/dm-two/s0, relative to the bench folder's parent
+    assert folder and (ran.parent / folder / "summary.json").exists(), kept
+    (ran / "suites" / "again.toml").write_text(
+        f'[[rows]]\nid = "again"\nmethod = "dm"\ndataset = "digits"\nipc = 2\nprotocol = "smoke"\n'
+        f'num_models = 2\nrun = {{threads = 1}}\nfrom_summary = "{folder}"\n')
+    assert main(["--bench-dir", str(ran), "run", "again"]) == 0
+    rec = json.loads((ran / "results" / "again.json").read_text())["rows"]["again"]
+    assert rec["iterations_run"] == 2 and rec["accuracy"]["n"] == 2
+    assert rec["summaries"][0]["sha256"] == kept["sha256"]
+    assert rec["seeds"][0]["distill_cpu_s"] < 1.0  # nothing distilled
+
+
+def test_from_summary_must_exist(ran):
+    (ran / "suites" / "missing.toml").write_text(
+        '[[rows]]\nid = "m"\nmethod = "dm"\ndataset = "digits"\nipc = 2\n'
+        'from_summary = "bench/summaries/nope/s0"\n')
+    assert main(["--bench-dir", str(ran), "run", "missing"]) == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     layout = Layout(Path(args.bench_dir).resolve() if args.bench_dir else default_bench_dir())
+    # rows' ``from_summary`` folders are relative to it (here and in the rows' child processes)
+    os.environ["DATADISTILL_BENCH_DIR"] = str(layout.root)
     try:
         return args.func(args, layout)
     except SuiteError as e:

@@ -77,6 +77,11 @@ def check_row(row) -> None:
         cls.from_config(row.preset, **method_params(row))  # unknown preset / parameter -> ConfigError
     elif row.preset or set(row.set) - {"storage"}:
         raise ValueError(f"baseline {row.method!r} takes no preset, and of set only storage")
+    if row.from_summary is not None:
+        p = kept_summary_path(row)
+        if not (p / "summary.json").exists():
+            raise ValueError(f"from_summary {row.from_summary!r}: no summary in {p} "
+                             f"(a folder with summary.json; run the row that keeps it first)")
     if row.curve and row.method not in DISTILLERS:
         raise ValueError(f"a curve follows a distillation; baseline {row.method!r} has none")
     run_options(row)  # unknown / invalid run option -> ConfigError
@@ -164,6 +169,14 @@ def distill_summary(row, real, seed: int, workdir: Path, *, resume: bool,
     from datadistill.distillers.base import CHECKPOINT
 
     workdir.mkdir(parents=True, exist_ok=True)
+    if row.from_summary is not None:  # another row's summary, evaluated under this row's protocol
+        from datadistill.synsets import load_summary
+
+        syn = load_summary(kept_summary_path(row))
+        syn.save(workdir / "summary")
+        return {"iterations": int(syn.meta.get("iterations") or 0),
+                "stored_bytes": int(syn.stored_bytes()), "run": None,
+                "from_summary": row.from_summary}
     if is_baseline(row.method):
         syn = select_baseline(row, real, seed)
         if "storage" in row.set:  # real examples stored at a lower precision (fixed-bytes rows)
@@ -186,6 +199,15 @@ def distill_summary(row, real, seed: int, workdir: Path, *, resume: bool,
     d.distill(real, syn, callbacks, workdir=workdir, resume=can_resume, run=run_options(row))
     return {"iterations": int(syn.meta.get("iterations", d.iterations)),
             "stored_bytes": int(syn.stored_bytes()), "run": d.run_.to_dict()}
+
+
+def kept_summary_path(row) -> Path:
+    """``row.from_summary`` (a results file's ``kept``) resolved against the bench folder's parent
+    (the bench folder: ``DATADISTILL_BENCH_DIR``, set by the runner for its rows; else ./bench)."""
+    p = Path(row.from_summary)
+    if not p.is_absolute():
+        p = Path(os.environ.get("DATADISTILL_BENCH_DIR", "bench")).resolve().parent / p
+    return p
 
 
 def curve_dir(workdir: Path, iteration: int) -> Path:

@@ -15,6 +15,10 @@ evaluation also compute DD-Ranking's label- and augmentation-robust scores
 ``curve = [k1, k2, ...]`` (iterations below the row's ``iterations``) evaluates snapshots of
 the same distillation at those iterations too: an accuracy-vs-CPU-time curve from one run, each
 point with the distillation CPU-seconds spent up to it (evaluation excluded).
+``from_summary = "<folder>"`` (as the results file's ``kept`` names it, relative to the folder above
+the bench folder: e.g. ``bench/summaries/<suite>/<row>/s0``)
+evaluates a summary another row kept instead of distilling one: the same summary under another
+protocol (the row's ``method`` names what made it; no distillation is run or timed).
 ``byte_budget = <bytes>`` declares that the row is compared with the other rows of its dataset
 at that number of stored bytes (the report's fixed-bytes table; a row storing more is flagged).
 ``kind = "speed"`` rows time ``timed`` iterations after ``warmup`` ones (``vs`` names the row to
@@ -37,7 +41,7 @@ ROW_KEYS = {
     "id", "kind", "method", "label", "dataset", "data_dir", "ipc", "ratio", "users", "preset",
     "set", "iterations", "protocol", "num_models", "models", "seeds", "run", "published",
     "summary", "notes", "timed", "warmup", "vs", "repeats", "commit", "external", "robust",
-    "byte_budget", "curve",
+    "byte_budget", "curve", "from_summary",
 }
 #: ``robust = {...}``: the arguments of ``robust_scores`` a row may set (defaults: the library's)
 ROBUST_KEYS = {"full", "lrs_weight", "ars_weight"}
@@ -89,6 +93,8 @@ class Row:
     byte_budget: int | None = None
     #: iterations (below ``iterations``) at which the distillation's snapshot is evaluated too
     curve: tuple[int, ...] = ()
+    #: evaluate this kept summary (a folder, relative to the bench folder's parent) instead
+    from_summary: str | None = None
 
     @property
     def budget(self) -> dict[str, Any]:
@@ -150,6 +156,12 @@ def _row(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Row:
             raise SuiteError(f"{where}: byte_budget = {b!r}: a positive number of bytes")
     if "curve" in merged:
         merged["curve"] = _curve(merged["curve"], merged, where)
+    if merged.get("from_summary") is not None:
+        if merged.get("kind", "accuracy") != "accuracy" or merged.get("curve"):
+            raise SuiteError(f"{where}: from_summary evaluates a kept summary: an accuracy row "
+                             f"without a curve")
+        if len(merged.get("seeds", (0,))) != 1:
+            raise SuiteError(f"{where}: from_summary names one summary: one seed")
     if "models" in merged:
         merged["models"] = tuple(merged["models"])
     if "seeds" in merged:
