@@ -101,14 +101,12 @@ def test_a_baseline_has_no_curve(tmp_path):
 
 
 def test_from_summary_evaluates_a_kept_summary_without_distilling(ran, tmp_path):
-    """A row with ``from_summary`` evaluates another row's kept summary under its own protocol:
-    the same tensors (sha256), no distillation, its iterations taken from the summary."""
+    """A row with ``from_summary`` evaluates another row's summary under its own protocol: the
+    same tensors (sha256), no distillation, its iterations taken from the summary."""
     kept = json.loads((ran / "results" / "c.json").read_text())["rows"]["dm-two"]["summaries"][0]
-    folder = kept["kept"]  # e.g. bench/summaries/c/dm-two/s0, relative to the bench folder's parent
-    assert folder and (ran.parent / folder / "summary.json").exists(), kept
     (ran / "suites" / "again.toml").write_text(
-        f'[[rows]]\nid = "again"\nmethod = "dm"\ndataset = "digits"\nipc = 2\nprotocol = "smoke"\n'
-        f'num_models = 2\nrun = {{threads = 1}}\nfrom_summary = "{folder}"\n')
+        '[[rows]]\nid = "again"\nmethod = "dm"\ndataset = "digits"\nipc = 2\nprotocol = "smoke"\n'
+        'num_models = 2\nrun = {threads = 1}\nfrom_summary = "c/dm-two"\n')
     assert main(["--bench-dir", str(ran), "run", "again"]) == 0
     rec = json.loads((ran / "results" / "again.json").read_text())["rows"]["again"]
     assert rec["iterations_run"] == 2 and rec["accuracy"]["n"] == 2
@@ -116,8 +114,29 @@ def test_from_summary_evaluates_a_kept_summary_without_distilling(ran, tmp_path)
     assert rec["seeds"][0]["distill_cpu_s"] < 1.0  # nothing distilled
 
 
-def test_from_summary_must_exist(ran):
+def test_from_summary_must_name_a_finished_unchanged_summary(ran):
     (ran / "suites" / "missing.toml").write_text(
-        '[[rows]]\nid = "m"\nmethod = "dm"\ndataset = "digits"\nipc = 2\n'
-        'from_summary = "bench/summaries/nope/s0"\n')
+        '[[rows]]\nid = "m"\nmethod = "dm"\ndataset = "digits"\nipc = 2\nfrom_summary = "c/nope"\n')
     assert main(["--bench-dir", str(ran), "run", "missing"]) == 2
+    # a summary whose tensors changed since its row recorded them is refused
+    t = ran / "summaries" / "c" / "dm-two" / "s0" / "summary.safetensors"
+    saved = t.read_bytes()
+    t.write_bytes(saved[:-1] + bytes([saved[-1] ^ 1]))
+    run = ran / "runs" / "c" / "dm-two" / "s0" / "summary" / "summary.safetensors"
+    run_saved = run.read_bytes()
+    run.write_bytes(run_saved[:-1] + bytes([run_saved[-1] ^ 1]))
+    try:
+        (ran / "suites" / "changed.toml").write_text(
+            '[[rows]]\nid = "m"\nmethod = "dm"\ndataset = "digits"\nipc = 2\nfrom_summary = "c/dm-two"\n')
+        assert main(["--bench-dir", str(ran), "run", "changed"]) == 2
+    finally:
+        t.write_bytes(saved)
+        run.write_bytes(run_saved)
+
+
+@pytest.mark.parametrize("value", ["bench/summaries/x/s0", "c", "c/r/seed0"])
+def test_from_summary_is_a_suite_and_row(tmp_path, value):
+    (tmp_path / "s.toml").write_text(f'[[rows]]\nid = "r"\nmethod = "dm"\ndataset = "digits"\n'
+                                     f'ipc = 1\nfrom_summary = "{value}"\n')
+    with pytest.raises(SuiteError, match="from_summary"):
+        load_suite(tmp_path / "s.toml", check=False)

@@ -78,10 +78,7 @@ def check_row(row) -> None:
     elif row.preset or set(row.set) - {"storage"}:
         raise ValueError(f"baseline {row.method!r} takes no preset, and of set only storage")
     if row.from_summary is not None:
-        p = kept_summary_path(row)
-        if not (p / "summary.json").exists():
-            raise ValueError(f"from_summary {row.from_summary!r}: no summary in {p} "
-                             f"(a folder with summary.json; run the row that keeps it first)")
+        kept_summary_path(row)  # the named row's summary exists, unchanged
     if row.curve and row.method not in DISTILLERS:
         raise ValueError(f"a curve follows a distillation; baseline {row.method!r} has none")
     run_options(row)  # unknown / invalid run option -> ConfigError
@@ -202,12 +199,29 @@ def distill_summary(row, real, seed: int, workdir: Path, *, resume: bool,
 
 
 def kept_summary_path(row) -> Path:
-    """``row.from_summary`` (a results file's ``kept``) resolved against the bench folder's parent
-    (the bench folder: ``DATADISTILL_BENCH_DIR``, set by the runner for its rows; else ./bench)."""
-    p = Path(row.from_summary)
-    if not p.is_absolute():
-        p = Path(os.environ.get("DATADISTILL_BENCH_DIR", "bench")).resolve().parent / p
-    return p
+    """The folder of the summary ``row.from_summary`` ("<suite>/<row>[/s<seed>]") names: kept in
+    ``bench/summaries`` or else in that row's run folder, checked against the sha256 its
+    results record (the bench folder: ``DATADISTILL_BENCH_DIR``, set by the runner; else
+    ./bench). Raises ValueError naming what is missing."""
+    from . import results as res
+
+    parts = row.from_summary.split("/")
+    suite, rid, seed = parts[0], parts[1], int(parts[2][1:]) if len(parts) > 2 else 0
+    root = Path(os.environ.get("DATADISTILL_BENCH_DIR", "bench")).resolve()
+    rec = (res.load_results(root / "results" / f"{suite}.json") or {}).get("rows", {}).get(rid)
+    if not rec or rec.get("status") != "done":
+        raise ValueError(f"from_summary {row.from_summary!r}: row {rid!r} of suite {suite!r} has "
+                         f"no finished result; run `python -m datadistill.bench run {suite} "
+                         f"--only {rid}` first")
+    want = next((s.get("sha256") for s in rec.get("summaries") or [] if s.get("seed") == seed), None)
+    for folder in (root / "summaries" / suite / rid / f"s{seed}",
+                   root / "runs" / suite / rid / f"s{seed}" / "summary"):
+        tensors = folder / "summary.safetensors"
+        if tensors.exists() and res.sha256_file(tensors) == want:
+            return folder
+    raise ValueError(f"from_summary {row.from_summary!r}: no summary with the recorded sha256 "
+                     f"{want} in bench/summaries or bench/runs; rerun `python -m datadistill.bench "
+                     f"run {suite} --only {rid}`")
 
 
 def curve_dir(workdir: Path, iteration: int) -> Path:

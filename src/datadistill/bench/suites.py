@@ -15,10 +15,11 @@ evaluation also compute DD-Ranking's label- and augmentation-robust scores
 ``curve = [k1, k2, ...]`` (iterations below the row's ``iterations``) evaluates snapshots of
 the same distillation at those iterations too: an accuracy-vs-CPU-time curve from one run, each
 point with the distillation CPU-seconds spent up to it (evaluation excluded).
-``from_summary = "<folder>"`` (as the results file's ``kept`` names it, relative to the folder above
-the bench folder: e.g. ``bench/summaries/<suite>/<row>/s0``)
-evaluates a summary another row kept instead of distilling one: the same summary under another
-protocol (the row's ``method`` names what made it; no distillation is run or timed).
+``from_summary = "<suite>/<row>"`` evaluates the summary another row made (seed 0; or
+``"<suite>/<row>/s<seed>"``) instead of distilling one: the same summary under another protocol
+(the row's ``method`` names what made it; nothing is distilled or timed). The summary is read
+from ``bench/summaries`` when it was kept there, else from that row's run folder, and must have
+the sha256 that row's results record.
 ``byte_budget = <bytes>`` declares that the row is compared with the other rows of its dataset
 at that number of stored bytes (the report's fixed-bytes table; a row storing more is flagged).
 ``kind = "speed"`` rows time ``timed`` iterations after ``warmup`` ones (``vs`` names the row to
@@ -93,7 +94,7 @@ class Row:
     byte_budget: int | None = None
     #: iterations (below ``iterations``) at which the distillation's snapshot is evaluated too
     curve: tuple[int, ...] = ()
-    #: evaluate this kept summary (a folder, relative to the bench folder's parent) instead
+    #: "<suite>/<row>[/s<seed>]": evaluate the summary that row made instead of distilling
     from_summary: str | None = None
 
     @property
@@ -162,6 +163,9 @@ def _row(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Row:
                              f"without a curve")
         if len(merged.get("seeds", (0,))) != 1:
             raise SuiteError(f"{where}: from_summary names one summary: one seed")
+        if not re.match(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(/s\d+)?$", str(merged["from_summary"])):
+            raise SuiteError(f"{where}: from_summary = {merged['from_summary']!r}: "
+                             f"'<suite>/<row>' or '<suite>/<row>/s<seed>'")
     if "models" in merged:
         merged["models"] = tuple(merged["models"])
     if "seeds" in merged:
