@@ -272,3 +272,23 @@ def test_baseline_rows_take_a_storage_precision_and_nothing_else(tmp_path):
         '[[rows]]\nid = "b"\nmethod = "random"\ndataset = "digits"\nipc = 1\nset = {lr_data = 1}\n')
     with pytest.raises((SuiteError, ValueError), match="storage"):
         load_suite(tmp_path / "suites" / "bad.toml")
+
+
+def test_a_benchmark_rows_run_folder_reads_as_a_report_run(bench, tmp_path):
+    """``datadistill report bench/runs/<suite>/<row>/s0``: the row's own evaluation (accuracies
+    and robust scores, as the results file records them) and its per-iteration CPU log."""
+    from datadistill.report import build_report, load_run
+
+    row = json.loads((bench / "results" / "tiny.json").read_text())["rows"]["dm-ipc2"]
+    run = load_run(bench / "runs" / "tiny" / "dm-ipc2" / "s0")
+    assert len(run.evaluations) == 1
+    ev = run.evaluations[0]
+    model = row["accuracy_model"]
+    assert ev["results"][model]["accs"] == row["per_model"][model]["accs"]
+    assert ev["protocol"]["name"] == "smoke" and ev["protocol"]["dsa"] is True
+    lrs = ev["robust"]["models"][model]["lrs"]["mean"]
+    assert lrs == pytest.approx(row["robust"]["models"][model]["lrs"]["mean"])
+    cpu, how = run.cpu_seconds()
+    assert how == "measured" and cpu == pytest.approx(row["seeds"][0]["distill_cpu_s"], rel=0.05)
+    html = build_report([run])
+    assert f"{lrs:.2f}" in html

@@ -6,6 +6,11 @@ A run folder (``datadistill distill --out`` / ``baseline --out``) holds ``summar
 evaluation ran during distillation) and evaluation results: every ``*.json`` file in the folder
 (or below ``evaluations/``) that holds an evaluation report (``protocol`` + ``results``),
 as ``datadistill evaluate RUN`` writes them. A summary folder alone is a run without a log.
+
+A benchmark row's seed folder (``bench/runs/<suite>/<row>/s<seed>``: ``summary/``,
+``progress.jsonl`` with the CPU-seconds of every iteration, ``seed.json`` with the row's
+evaluation and robust scores) is read as a run too, so a report can show the very runs whose
+numbers ``BENCHMARKS.md`` prints.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from ..synsets import load_summary
 from ..synsets.base import META_FILE, SyntheticSet
 
 LOG_FILE = "log.jsonl"
+BENCH_LOG, BENCH_RECORD = "progress.jsonl", "seed.json"
 EVAL_DIR = "evaluations"
 _NOT_EVALS = {"run.json", "checkpoint.json", META_FILE}
 
@@ -125,6 +131,33 @@ def read_evaluations(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
+def bench_evaluation(record: dict[str, Any]) -> dict[str, Any] | None:
+    """A benchmark seed record (``seed.json``) as an evaluation report: its protocol (with the
+    protocol's augmentation, from the library's definition of that name), per-model accuracies
+    (mean, population std) and, for a robust row, its DD-Ranking scores."""
+    import statistics
+
+    from ..evaluation import PROTOCOLS
+
+    per_model = record.get("per_model")
+    if not isinstance(per_model, dict) or not isinstance(record.get("protocol"), dict):
+        return None
+    proto = dict(record["protocol"])
+    known = PROTOCOLS.get(str(proto.get("name")))
+    if known is not None and "dsa" not in proto:
+        proto["dsa"] = bool(known.dsa)
+    results = {}
+    for m, r in per_model.items():
+        accs = [float(a) for a in r.get("accs", [])]
+        results[m] = {"accs": accs, "mean": statistics.fmean(accs) if accs else float("nan"),
+                      "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0}
+    ev = {"protocol": proto, "results": results, "overrides": record.get("overrides") or {},
+          "run": record.get("run") or {}, "_file": f"{BENCH_RECORD} (benchmark row)"}
+    if isinstance(record.get("robust"), dict):
+        ev["robust"] = record["robust"]
+    return ev
+
+
 def load_run(path: str | Path, name: str | None = None) -> RunData:
     """A run folder (or a bare summary folder) as ``RunData``."""
     path = Path(path)
@@ -139,6 +172,15 @@ def load_run(path: str | Path, name: str | None = None) -> RunData:
             command = {}
     log = read_log(folder / LOG_FILE)
     evals = read_evaluations(folder)
+    if (folder / BENCH_RECORD).exists():  # a benchmark row's seed folder
+        if not log:
+            log = read_log(folder / BENCH_LOG)
+        try:
+            ev = bench_evaluation(json.loads((folder / BENCH_RECORD).read_text()))
+        except (json.JSONDecodeError, OSError):
+            ev = None
+        if ev is not None:
+            evals.append(ev)
     return RunData(path=folder, name=name or folder.resolve().name, syn=syn, command=command,
                    log=log, evaluations=evals)
 
