@@ -9,7 +9,8 @@ seed, averaged over seeds), ``peak_rss_bytes``, ``stored_bytes``, ``summaries`` 
 stored_bytes, sha256, kept, rebuild}] and, for ``robust`` rows, ``robust`` {definition, source,
 weights, protocol, rounds, full_reference, random, models: {arch: {full_acc, lrs, ars, hlr, ior,
 aug_gap, noaug_gap: {mean, std, n, values}, accuracies}}, cpu_s} (its CPU-seconds also in
-``cpu_s.robust``). Speed rows hold ``cpu_s_per_iter`` / ``wall_s_per_iter`` {median, all} and
+``cpu_s.robust``); ``curve`` rows hold ``curve`` [{iterations, accuracy {mean, std, n}, model,
+distill_cpu_s, evaluate_cpu_s}], the row's own evaluation last. Speed rows hold ``cpu_s_per_iter`` / ``wall_s_per_iter`` {median, all} and
 ``peak_rss_bytes``. A value that was not measured is ``null``, never a guess. The file is
 rewritten atomically after every row, so an interrupted suite loses at most the running row.
 """
