@@ -1,0 +1,91 @@
+"""The words of the summary table, by fixed rules: a row's status against its published
+figure (``status``) and its parity with the authors' code (``parity_word``)."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .cells import _num
+
+STATUS_RULE = (
+    "Status, by rule: **reduced run** when fewer iterations ran than the published schedule; "
+    "otherwise **reproduced** when the mean is at or above the published figure minus its "
+    "published std, else **below published**; **no published figure** when none is quoted. "
+    "The reason follows the word.")
+
+PARITY_RULE = (
+    "Parity, by rule: **yes** when the row was made by library code that passes the method's "
+    "parity fixture (tests/fixtures/parity, numbers computed by the authors' code); **before fix "
+    "(commit)** when the row predates the fix that fixture led to (the method's defaults changed "
+    "since: rerun the row); **—** without a fixture. Every accuracy row measured before commit "
+    "12fd6cb also used the previous evaluation schedule (`epochs` passes, lr x0.1 at half keeping "
+    "the momentum) instead of the field's (`epochs + 1` passes, a fresh optimizer at lr x0.1): "
+    "the `evaluate` parity fixture.")
+
+
+def status(row: dict[str, Any]) -> tuple[str, str]:
+    """(word, why) by the rule in ``STATUS_RULE``."""
+    pub = (row.get("published") or {}).get("accuracy")
+    mean = (row.get("accuracy") or {}).get("mean")
+    if pub is None or mean is None:
+        return "no published figure", ""
+    delta = f"{mean - pub:+.2f} points"
+    run, total = row.get("iterations_run"), row.get("iterations_published")
+    if total and run is not None and run < total:
+        return "reduced run", f"{_num(run)} of {_num(total)} iterations; {delta}"
+    tol = (row.get("published") or {}).get("std") or 0.0
+    if mean >= pub - tol:
+        return "reproduced", delta
+    return "below published", delta
+
+
+_SINCE = re.compile(r"since commit ([0-9a-f]{7,40})")
+
+
+def parity_methods(parity_dir: Path | None) -> dict[str, str | None]:
+    """Methods with a parity record (``tests/fixtures/parity/<method>[-...].md``) -> the commit
+    from which the library passes it (its "Status ... since commit X" line), or None where it
+    passed from the start."""
+    if parity_dir is None or not parity_dir.is_dir():
+        return {}
+    out = {}
+    for p in parity_dir.glob("*.md"):
+        m = _SINCE.search(p.read_text())
+        out[p.stem.lower().replace("_", "-")] = m.group(1) if m else None
+    return out
+
+
+def has_parity(method: str, parity) -> bool:
+    m = method.lower()
+    return any(s == m or s.startswith(m + "-") for s in parity)
+
+
+def _is_ancestor(a: str, b: str) -> bool | None:
+    """Whether commit ``a`` is an ancestor of (or equal to) ``b``; None when git cannot tell."""
+    try:
+        r = subprocess.run(["git", "merge-base", "--is-ancestor", a, b], capture_output=True,
+                           cwd=Path(__file__).resolve().parent, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {0: True, 1: False}.get(r.returncode)
+
+
+def parity_word(r: dict[str, Any], parity: dict[str, str | None]) -> str:
+    """``yes`` when the row was made by code that passes the method's parity fixture, ``before
+    fix`` when it predates the fix its fixture led to, ``—`` without a fixture."""
+    m = r["method"].lower()
+    keys = [k for k in parity if k == m or k.startswith(m + "-")]
+    if not keys:
+        return "—"
+    since = [parity[k] for k in keys if parity[k]]
+    commit = (r.get("env") or {}).get("commit") or (r.get("source") or {}).get("commit")
+    if not since:
+        return "yes"
+    if not commit:
+        return "unknown"
+    ok = [_is_ancestor(c, commit) for c in since]
+    if any(v is False for v in ok):
+        return f"before fix ({', '.join(c[:7] for c, v in zip(since, ok) if v is False)})"
+    return "yes" if all(ok) else "unknown"
