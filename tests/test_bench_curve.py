@@ -140,3 +140,16 @@ def test_from_summary_is_a_suite_and_row(tmp_path, value):
                                      f'ipc = 1\nfrom_summary = "{value}"\n')
     with pytest.raises(SuiteError, match="from_summary"):
         load_suite(tmp_path / "s.toml", check=False)
+
+
+def test_the_report_has_the_curves_and_names_a_re_evaluations_source(ran, tmp_path):
+    out = tmp_path / "B.md"
+    assert main(["--bench-dir", str(ran), "report", "--out", str(out)]) == 0
+    text = out.read_text()
+    section = text.split("## Accuracy against distillation CPU time (curves)")[1].split("\n## ")[0]
+    lines = [x for x in section.splitlines() if x.startswith("| dm |")]
+    assert [x.split(" | ")[3].strip() for x in lines] == ["1", "2", "4"]
+    rec = json.loads((ran / "results" / "c.json").read_text())["rows"]["dm-curve"]
+    assert f"{rec['curve'][0]['accuracy']['mean']:.2f}" in lines[0]
+    if (ran / "results" / "again.json").exists():  # (the from_summary test ran first)
+        assert "— (the summary of c/dm-two)" in text

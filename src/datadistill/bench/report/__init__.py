@@ -4,7 +4,7 @@ It opens with one summary table (method × dataset × budget → accuracy, proto
 run / published, distillation CPU-seconds with threads, published figure, stored bytes,
 parity, status), then the rows compared at a fixed number of stored bytes (rows that declare
 ``byte_budget``), then DD-Ranking's robust scores of the rows that computed them (``robust =
-true``), then one section per accuracy suite with every row and its environment, then the speed
+true``), then the accuracy-vs-CPU-time curves (rows with ``curve``), then one section per accuracy suite with every row and its environment, then the speed
 / memory suites. The status word follows a fixed rule (``status``).
 """
 # The parts: cells.py (how each cell is written), rules.py (status and parity words),
@@ -17,12 +17,13 @@ from typing import Any
 
 from .apps import APP_TITLES, app_sections
 from .cells import stored_bytes
+from .curves import CURVES_RULE, curves_table
 from .rules import PARITY_RULE, STATUS_RULE, has_parity, parity_methods, parity_word, status
 from .sections import suite_section
 from .summary import (BYTES_RULE, IMAGE_DATASETS, ROBUST_RULE, fixed_bytes_table, robust_table,
                       summary_table)
 
-__all__ = ["APP_TITLES", "BYTES_RULE", "HEADER", "IMAGE_DATASETS", "PARITY_RULE", "ROBUST_RULE",
+__all__ = ["APP_TITLES", "BYTES_RULE", "CURVES_RULE", "curves_table", "HEADER", "IMAGE_DATASETS", "PARITY_RULE", "ROBUST_RULE",
            "STATUS_RULE", "app_sections", "fixed_bytes_table", "has_parity", "parity_methods",
            "parity_word", "render", "robust_table", "status", "stored_bytes", "suite_section",
            "summary_table", "write_report"]
@@ -48,6 +49,9 @@ def render(data: list[dict[str, Any]], parity: dict[str, str | None]) -> str:
     lines += ["## At fixed stored bytes", "", BYTES_RULE, ""] + fixed_bytes_table(data) + [""]
     lines += ["## Robust scores (DD-Ranking): accuracy without soft-label and augmentation "
               "inflation", "", ROBUST_RULE, ""] + robust_table(data) + [""]
+    if any(r.get("curve") for s in data for r in s["rows"].values()):
+        lines += ["## Accuracy against distillation CPU time (curves)", "", CURVES_RULE, ""] \
+            + curves_table(data) + [""]
     speed_only = lambda s: all(r.get("kind") == "speed" for r in s["rows"].values())  # noqa: E731
     for s in data:
         if not speed_only(s):

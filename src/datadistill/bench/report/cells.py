@@ -63,6 +63,9 @@ def _threads(row: dict[str, Any]) -> str:
 
 
 def _cpu(row: dict[str, Any], part: str = "distill") -> str:
+    src = (row.get("declared") or {}).get("from_summary")
+    if src and part == "distill":  # a re-evaluation: its distillation is that row's
+        return f"— (the summary of {src})"
     c = (row.get("cpu_s") or {}).get(part)
     if c is None:
         w = (row.get("wall_s") or {}).get(part)
