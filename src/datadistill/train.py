@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .augment import DSA
+from .cutmix import CutMix
 from .runtime import autocast
 
 
@@ -29,7 +30,10 @@ def label_loss(out: Tensor, y: Tensor, label_format: str = "hard") -> Tensor:
 
 
 #: ``train_model`` schedules: how the epochs and the lr step are laid out.
-SCHEDULES = ("fraction", "reference")
+SCHEDULES = ("fraction", "reference", "multistep")
+#: the ``multistep`` schedule (IDC's ``train.py``): MultiStepLR at these fractions of the
+#: epochs (``2 * epochs // 3``, ``5 * epochs // 6``), lr x ``MULTISTEP_GAMMA`` at each
+MULTISTEP_AT, MULTISTEP_GAMMA = ((2, 3), (5, 6)), 0.2
 
 
 def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generator: torch.Generator,
@@ -38,9 +42,13 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generato
                 label_format: str = "hard", precision: str = "fp32",
                 on_epoch: Callable[[int, float], None] | None = None,
                 optimizer: torch.optim.Optimizer | None = None, compile: bool = False,
-                schedule: str = "fraction", check_finite: bool = True) -> nn.Module:
+                schedule: str = "fraction", check_finite: bool = True,
+                cutmix: CutMix | None = None) -> nn.Module:
     """SGD with momentum on ``(x, y)``, lr x0.1 at ``decay_at`` of the epochs, shuffled
-    mini-batches from ``generator``; per-example DSA when given.
+    mini-batches from ``generator``; per-example DSA when given, then CutMix when given
+    (``cutmix.CutMix``: per mini-batch, after DSA, its draws from ``generator``; the loss is
+    the label-mixed ``lam' * l(y) + (1 - lam') * l(y[perm])``; None, the default, draws
+    nothing and changes nothing).
 
     ``schedule`` lays out the passes:
 
@@ -49,6 +57,10 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generato
     - ``"reference"`` (the field's evaluator, DatasetCondensation's ``evaluate_synset``, exactly):
       ``epochs + 1`` passes; after pass ``int(epochs * decay_at) + 1`` (``Epoch // 2 + 1`` there)
       a NEW SGD optimizer with ``lr * 0.1`` replaces the old one, so the momentum buffer restarts.
+    - ``"multistep"`` (IDC's evaluation, ``train.py`` ``train``: ``MultiStepLR(milestones=[2E//3,
+      5E//6], gamma=0.2)``, stepped after every epoch): ``epochs`` passes; the lr is multiplied by
+      0.2 in place at the start of passes ``2 * epochs // 3`` and ``5 * epochs // 6``, momentum
+      kept; ``decay_at`` is unused.
 
     ``optimizer`` continues an existing optimizer of ``model`` (its state, e.g. momentum, carries
     over between calls; ``lr``/``momentum``/``weight_decay`` are then unused, except that the
@@ -68,6 +80,9 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generato
     opt = optimizer if optimizer is not None else torch.optim.SGD(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     passes, decay_epoch = epochs, (int(epochs * decay_at) if decay_at else None)
+    milestones = ([epochs * a // b for a, b in MULTISTEP_AT] if schedule == "multistep" else [])
+    if schedule == "multistep":
+        decay_epoch = None
     if schedule == "reference" and epochs > 0:
         # evaluate_synset: for ep in range(Epoch + 1): train; if ep in [Epoch // 2 + 1]: new SGD
         passes = epochs + 1
@@ -84,6 +99,9 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generato
             else:
                 for g in opt.param_groups:
                     g["lr"] = lr * 0.1
+        if ep in milestones:  # MultiStepLR: lr x gamma ** (milestones at this epoch), in place
+            for g in opt.param_groups:
+                g["lr"] = g["lr"] * MULTISTEP_GAMMA ** milestones.count(ep)
         perm = torch.randperm(n, generator=generator).to(dev)
         # the epoch's loss summed on the device in float64 (the same value as a Python float sum)
         # and read once per epoch, not once per mini-batch (a device->host sync each on CUDA)
@@ -93,8 +111,14 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generato
             xb, yb = x[idx], y[idx]
             if dsa is not None:
                 xb = dsa(xb, generator)
+            mix = None if cutmix is None else cutmix.sample(len(idx), xb.shape[-2:], generator)
+            if mix is not None:
+                xb = mix.mix(xb)
             with autocast(dev, precision):
-                loss = label_loss(fwd(xb), yb, label_format)
+                if mix is None:
+                    loss = label_loss(fwd(xb), yb, label_format)
+                else:
+                    loss = mix.loss(fwd(xb), yb, lambda o, t: label_loss(o, t, label_format))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -82,12 +82,28 @@ def check_row(row) -> None:
     if row.curve and row.method not in DISTILLERS:
         raise ValueError(f"a curve follows a distillation; baseline {row.method!r} has none")
     run_options(row)  # unknown / invalid run option -> ConfigError
-    if row.kind == "accuracy" and row.protocol not in ("paper", "fast", "smoke"):
-        raise ValueError(f"unknown protocol {row.protocol!r}; known: paper, fast, smoke")
+    if row.kind == "accuracy":
+        check_protocol(row)
     if row.robust is not None:
         check_robust(row)
     if row.kind == "speed" and row.method not in DISTILLERS:
         raise ValueError(f"speed rows time a distiller; {row.method!r} is a baseline")
+
+
+def check_protocol(row) -> None:
+    """Any image protocol registered in ``evaluation.PROTOCOLS``; other modalities have their
+    own tables with the three shared names (paper, fast, smoke)."""
+    from datadistill.data import DATASETS
+    from datadistill.data.images import IMAGE_LOADERS
+    from datadistill.evaluation import PROTOCOLS
+
+    shared = ("paper", "fast", "smoke")
+    ds = str(row.dataset).lower()
+    if ds in DATASETS and ds not in IMAGE_LOADERS and row.protocol not in shared:
+        raise ValueError(f"unknown protocol {row.protocol!r} for the non-image dataset "
+                         f"{row.dataset!r}; known: {', '.join(shared)}")
+    if row.protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {row.protocol!r}; known: {', '.join(PROTOCOLS)}")
 
 
 def check_robust(row) -> None:

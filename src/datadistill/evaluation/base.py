@@ -29,11 +29,32 @@ class Protocol:
     #: so the momentum restarts); "fraction": epochs passes, lr x0.1 at decay_at, momentum kept
     #: (the library's schedule before the parity check, an opt-in deviation)
     schedule: str = "reference"
+    #: the DSA mode of the evaluation models (``augment.MODES``): "single" (DSA's evaluator: one
+    #: transform per mini-batch), "idc" (IDC's ``DiffAug``: flip and color always + one of the rest)
+    dsa_mode: str = "single"
+    #: CutMix per mini-batch after DSA (``cutmix.CutMix``): probability (0: off) and Beta parameter
+    cutmix_p: float = 0.0
+    cutmix_beta: float = 1.0
 
     def __post_init__(self):
+        from ..augment import MODES
         from ..train import SCHEDULES
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
+        if self.dsa_mode not in MODES:
+            raise ConfigError(f"unknown DSA mode {self.dsa_mode!r}; known: {', '.join(MODES)}")
+        from ..cutmix import CutMix
+        CutMix(self.cutmix_p, self.cutmix_beta)  # validates the probability and beta
+
+    def augmentation(self, info) -> Any:
+        """The evaluation models' per-example DSA for data ``info`` (None without DSA)."""
+        from ..augment import DSA
+        return DSA.for_data(info, self.dsa_strategy, mode=self.dsa_mode) if self.dsa else None
+
+    def cutmix(self) -> Any:
+        """The evaluation models' ``cutmix.CutMix`` (None when ``cutmix_p`` is 0)."""
+        from ..cutmix import CutMix
+        return CutMix(self.cutmix_p, self.cutmix_beta) if self.cutmix_p > 0 else None
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -44,6 +65,16 @@ PROTOCOLS: dict[str, Protocol] = {
     "fast": Protocol("fast", epochs=300, num_models=3),
     # for tests and smoke runs only
     "smoke": Protocol("smoke", epochs=20, num_models=1),
+    # the paper protocol + CutMix as IDC's authors evaluate (Efficient-Dataset-Condensation,
+    # argument.py: --mixup cut, --beta 1.0, mix_p 0.5 on CIFAR/SVHN/MNIST/Fashion-MNIST, and
+    # cutout dropped from the evaluation DSA when CutMix is on); everything else is `paper`'s
+    "paper-cutmix": Protocol("paper-cutmix", epochs=1000, num_models=20,
+                             dsa_strategy="color_crop_flip_scale_rotate", cutmix_p=0.5),
+    # IDC's evaluation (test.py -> train.py train/train_epoch) as a whole: 1000 epochs, batch
+    # 64, SGD lr 0.01 mom 0.9 wd 5e-4, MultiStepLR x0.2 at 2/3 and 5/6 of the epochs, per-example
+    # DiffAug (flip and color always + one of crop/scale/rotate), CutMix p 0.5 beta 1.0
+    "idc": Protocol("idc", epochs=1000, num_models=20, batch_size=64, schedule="multistep",
+                    dsa_strategy="color_crop_flip_scale_rotate", dsa_mode="idc", cutmix_p=0.5),
 }
 
 #: Published full-data test accuracy (%) of the field's networks (DC/DM papers' tables).
@@ -73,6 +104,8 @@ class EvalReport:
         lines = [f"protocol: {self.protocol['name']} ({self.protocol['epochs']} epochs, "
                  f"{self.protocol['num_models']} models, lr {self.protocol['lr']}"
                  + (", DSA" if self.protocol["dsa"] else "")
+                 + (f", CutMix p {self.protocol['cutmix_p']:g}" if self.protocol.get("cutmix_p")
+                    else "")
                  + (f", {sched} schedule" if sched else "") + ")"
                  + ("" if not self.overrides else f"  overrides: {self.overrides}"),
                  f"summary: {self.summary.get('method', '?')} on {self.summary['dataset']}, "

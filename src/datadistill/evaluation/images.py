@@ -16,7 +16,6 @@ from typing import Any
 import torch
 
 from .. import dist
-from ..augment import DSA
 from ..data.base import RealData, Split
 from ..data.zca import ZCA
 from ..errors import DataFormatError
@@ -71,8 +70,8 @@ def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] 
     if proto.use_learned_lr and syn.lr is not None:
         lr = float(syn.lr.detach())
         overrides["lr"] = f"{lr:.6g} (the summary's learned step size)"
-    dsa = DSA.for_data(syn.info, proto.dsa_strategy) if proto.dsa else None
-    ctx = {"x": x, "y": y, "test_x": test.x, "test_y": test.y, "info": syn.info, "dsa": dsa,
+    ctx = {"x": x, "y": y, "test_x": test.x, "test_y": test.y, "info": syn.info,
+           "dsa": proto.augmentation(syn.info), "cutmix": proto.cutmix(),
            "label_format": syn.label_format, "proto": proto, "lr": lr, "run": run}
     # the K models of every architecture: sequentially, in run.workers processes and/or across
     # the ranks of a process group (parallel.map_tasks); each seeded derive_seed(seed, mi, k)
@@ -137,7 +136,7 @@ def fit_model(ctx: dict[str, Any], task: tuple[int, str, int, int]) -> dict[str,
                 momentum=proto.momentum, weight_decay=proto.weight_decay,
                 batch_size=proto.batch_size, decay_at=proto.decay_at, dsa=ctx["dsa"],
                 label_format=ctx["label_format"], precision=run.precision,
-                compile=run.compile, schedule=proto.schedule,
+                compile=run.compile, schedule=proto.schedule, cutmix=ctx.get("cutmix"),
                 on_epoch=lambda ep, loss: check_loss(losses, ep, loss, name, lr))
     acc = 100.0 * accuracy(net, ctx["test_x"].to(dev), ctx["test_y"].to(dev),
                            precision=run.precision)

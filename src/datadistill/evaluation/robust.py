@@ -172,7 +172,7 @@ def robust_scores(syn: SyntheticSet, real, *, models: Sequence[str] | None = Non
         raise ConfigError("the augmentation-robust score compares evaluation with and without "
                           "augmentation: use a protocol with DSA")
     rounds = proto.num_models
-    noaug = dataclasses.replace(proto, dsa=False)
+    noaug = dataclasses.replace(proto, dsa=False, cutmix_p=0.0)  # no augmentation, no mixing
     models = ("convnet",) if models is None else tuple(models)
 
     def stage(name):
