@@ -375,6 +375,39 @@ def test_idc_network_trains_on_real_data(digits, monkeypatch):
     assert all(tuple(r.tolist()) in train_rows for r in seen[0].flatten(1)[:5])
 
 
+def test_idc_network_update_uses_cutmix_as_the_reference(digits, monkeypatch):
+    """The network update CutMixes as the reference's --mixup_net cut (p 0.5, beta 1.0 on these
+    datasets), with DSA color_crop (cutout dropped because it CutMixes); net_mixup="none" trains
+    with DSA only (color_crop_cutout, the reference's 'vanilla'); p 1 and p 0 train differently."""
+    from datadistill.cutmix import CutMix
+    import datadistill.distillers.idc as idc_mod
+    d = create_distiller("idc", "tiny")
+    assert (IDC().net_mixup, IDC().mixup_p, IDC().mixup_beta) == ("cut", 0.5, 1.0)
+    syn = d.init_synset(digits, ipc=1)
+    d.setup(digits, syn)
+    assert d.net_cutmix_ == CutMix(0.5, 1.0) and d.train_dsa_.strategy == "color_crop"
+    seen = []
+    orig = idc_mod.train_model
+    monkeypatch.setattr(idc_mod, "train_model", lambda net, x, y, **kw: seen.append(kw) or orig(net, x, y, **kw))
+    d.step(digits, syn)
+    assert len(seen) == d.inner_loop and all(kw["cutmix"] == CutMix(0.5, 1.0) for kw in seen)
+    off = create_distiller("idc", "tiny", net_mixup="none")
+    off.setup(digits, off.init_synset(digits, ipc=1))
+    assert off.net_cutmix_ is None and off.train_dsa_.strategy == "color_crop_cutout"
+    weights = []
+    for p in (1.0, 0.0):
+        d = create_distiller("idc", "tiny", mixup_p=p)
+        d.setup(digits, d.init_synset(digits, ipc=1))
+        net = create_model("convnet", digits.info, width=8, generator=gen(3))
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        d.train_network_on_real(net, opt, digits)
+        weights.append([q.detach().clone() for q in net.parameters()])
+    assert not all(torch.equal(a, b) for a, b in zip(*weights))
+    for bad in ({"net_mixup": "mix"}, {"mixup_p": 1.5}, {"mixup_beta": -1.0}):
+        with pytest.raises(ConfigError):
+            create_distiller("idc", **bad)
+
+
 def test_all_four_registered_with_tiny_presets():
     for name in ("dc", "dsa", "dcc", "idc"):
         cls = DISTILLERS.get(name)

@@ -159,7 +159,10 @@ def _idc_case(tag):
 
 def _run_idc(f, monkeypatch, *, inject_aug=True, **params):
     """One library IDC outer iteration on the fixture case: inner_loop 2 (x 2 classes = 4 summary
-    steps), no network update between rounds (n_data 0, as recorded)."""
+    steps), no network update between rounds (n_data 0, as recorded). The reference ran with its
+    default ``--mixup_net cut``, but with n_data 0 it never trained the network, so CutMix was not
+    exercised: the network's CutMix is set off explicitly here (it would not be reached either)."""
+    params = {"net_mixup": "none", **params}
     dist = _lib()["create_distiller"]("idc", inner_loop=2, n_data=0, batch_real=8, seed=0, **params)
     real = f["real"]
     syn = make_synset("multiformation", real.info, f["to_norm"](f["syn_init_pixels"]), factor=2)
@@ -265,6 +268,53 @@ def test_idc_augmentation_pipeline(monkeypatch):
                                       f["to_norm"](f["syn_init_pixels"]), factor=2))
     seen = {tuple(dist.sample_augment(f["real"]).ops) for _ in range(20)}
     assert seen == {("color", "crop", "cutout")}
+
+
+def test_idc_network_cutmix_matches_train_epoch(monkeypatch):
+    """IDC's network update with CutMix (reference ``train_epoch(mixup='cut')``, fixture
+    ``idc_cutmix.npz``): the reference's draws (coin, lam, permutation, centre) given to the
+    library's ``train_model``, three mini-batches in order (the second without CutMix): the same
+    boxes, the same parameters after every SGD step, the same mean loss."""
+    from datadistill.cutmix import CutMix, CutMixDraw, box_lambda, cutmix_box
+    from datadistill.train import train_model
+    f = np.load(FIXTURES / "idc_cutmix.npz")
+    x, y = torch.as_tensor(f["x"]), torch.as_tensor(f["y"])
+    h, w = x.shape[-2:]
+    assert f["randint_bounds"].tolist() == [h, w, h, w]  # the centre: (row, column)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(3 * h * w, 5)).double()
+    with torch.no_grad():
+        for i, p in enumerate(net.parameters()):
+            p.copy_(torch.as_tensor(f[f"w{i}"]))
+    cm = CutMix(float(f["mix_p"]), float(f["beta"]))
+    draws, k = [], 0
+    for coin in f["coins"]:
+        if coin < cm.p:
+            lam, (cx, cy) = float(f["lams"][k]), f["centres"][k].tolist()
+            box = cutmix_box(h, w, lam, cx, cy)
+            draws.append(CutMixDraw(lam, torch.as_tensor(f["perms"][k]), box, box_lambda(h, w, box)))
+            k += 1
+        else:
+            draws.append(None)
+    assert [list(d.box) for d in draws if d] == f["boxes"].tolist()
+    queue = list(draws)
+    monkeypatch.setattr(CutMix, "sample", lambda self, n, size, g: queue.pop(0))
+    monkeypatch.setattr(torch, "randperm", lambda n, generator=None: torch.arange(n))  # in order
+    opt = torch.optim.SGD(net.parameters(), lr=float(f["lr"]), momentum=float(f["momentum"]),
+                          weight_decay=float(f["weight_decay"]))
+    after, orig = [], opt.step
+    opt.step = lambda *a, **kw: (orig(*a, **kw), after.append(
+        torch.cat([p.detach().flatten() for p in net.parameters()])))[0]
+    start = torch.cat([p.detach().flatten() for p in net.parameters()]).clone()
+    losses = []
+    train_model(net, x, y, epochs=1, generator=torch.Generator(), batch_size=4, decay_at=None,
+                optimizer=opt, cutmix=cm, check_finite=False,
+                on_epoch=lambda ep, loss: losses.append(loss))
+    assert not queue and len(after) == 3
+    for a, e in zip(after, f["after"]):
+        scale = float((torch.as_tensor(e) - start).abs().max())
+        np.testing.assert_allclose(a.numpy(), e, rtol=0, atol=1e-6 * scale)
+    assert losses[0] == pytest.approx(float(f["loss_avg"]), rel=1e-6)
 
 
 # -- DCC -----------------------------------------------------------------------------------------

@@ -15,8 +15,19 @@ for ``color_crop_cutout`` —, then cutout, on every call, parameters shared by 
 ``D`` over the convolution weights only (bias, norm and fc gradients skipped, as the reference's
 defaults) and one summary step *per class*; then the network trains one epoch on ``n_data``
 random real examples (SGD lr 0.01, momentum 0.9, wd 5e-4, batch ``batch_real``, per-example
-``color_crop`` augmentation in the same mode: color and crop on every call). The summary is
-clamped to [0, 1] pixels at the start of each outer iteration.
+``color_crop`` augmentation in the same mode: color and crop on every call, then CutMix). The
+summary is clamped to [0, 1] pixels at the start of each outer iteration.
+
+The network update mixes as the reference (``--mixup_net cut``, ``condense.py`` l. 545-554 ->
+``train.py`` ``train_epoch`` l. 200-212, box ``misc/utils.py`` ``rand_bbox`` l. 170-186):
+``net_mixup="cut"``, CutMix on each mini-batch after DSA with probability ``mixup_p`` 0.5 (the
+reference's ``mix_p``, set to 0.5 for CIFAR/SVHN/MNIST/Fashion-MNIST in ``argument.py`` l. 266-295;
+its argparse default 1.0 stays only for ImageNet), lam ~ Beta(``mixup_beta`` 1.0, 1.0), a random
+permutation of the batch, the loss ``lam' CE(y) + (1 - lam') CE(y[perm])`` with lam' corrected to
+the pasted box's area (``cutmix.py``; all draws from the distiller's generator). Because it
+CutMixes, the network's augmentation is ``dsa_strategy`` without cutout (``net_strategy=None``;
+the reference's ``diffaug()``, ``condense.py`` l. 365-366); ``net_mixup="none"`` trains it with
+DSA only (and then with cutout, as the reference's 'vanilla').
 
 The reference stores the summary in [0, 1] pixels and normalizes inside its augmentation, so its
 published lr_img is a step in pixel space. The library stores normalized pixels
@@ -36,10 +47,11 @@ images tiled per stored image); the multi-formation padding is 0.5 in pixels.
 Preset ``idc-i``: factor 1 (IDC-I, no multi-formation). Summary kinds (``synset``): IDC's
 clamp and pixel-space step act on stored images, so it takes ``multiformation`` (its own, with
 ``factor``) or ``pixels`` and refuses other kinds; any ``storage`` works (the matched batches are
-decoded from the stored values). Left out: the reference trains the
-network with CutMix (p=0.5 for these datasets); we train it with DSA only (train.py has no
-CutMix); for MNIST with factor > 1 the reference matches with ``color_crop`` (no cutout) — set
-``dsa_strategy="color_crop"`` there. Both documented in docs/gradient-matching.md.
+decoded from the stored values). Left out: for MNIST with factor > 1 the reference's
+``--reproduce`` (``misc/reproduce.py`` l. 25-30) matches with ``color_crop`` (no cutout) and
+trains the network without CutMix — set ``dsa_strategy="color_crop"`` and ``net_mixup="none"``
+there (documented in docs/gradient-matching.md). IDC's published accuracies are evaluated with
+CutMix too: the evaluation protocol ``idc`` (or ``paper-cutmix``, ``evaluation/base.py``).
 """
 from __future__ import annotations
 
@@ -48,6 +60,7 @@ import dataclasses
 import torch
 
 from ..augment import DSA as Augment
+from ..cutmix import CutMix
 from ..objectives import gradient_distance
 from ..synsets.multiformation import decode_zoom
 from ..train import train_model
@@ -63,6 +76,8 @@ LR_SIZE_FACTOR = {"fashion-mnist": (28 / 32) ** 2}
 #: dataset prefix -> n_data (real examples per network update) of ``misc/reproduce.py``.
 PUBLISHED_N_DATA = {"cifar": 2000}
 DEFAULT_N_DATA = 500
+#: the network update's mixing (reference ``--mixup_net``; its 'vanilla' is "none")
+NET_MIXUPS = ("cut", "none")
 
 
 def published_n_data(name: str) -> int:
@@ -98,7 +113,14 @@ class IDC(DC):
     init: str = "real"
     dsa: bool = True
     dsa_strategy: str = "color_crop_cutout"
-    net_strategy: str = "color_crop"
+    #: the network update's per-example DSA; None: ``dsa_strategy`` without cutout when
+    #: ``net_mixup="cut"`` (so ``color_crop``), else ``dsa_strategy`` (reference ``diffaug()``)
+    net_strategy: str | None = None
+    #: the network update's mixing, as the reference's ``--mixup_net``: "cut" (CutMix with
+    #: probability ``mixup_p``, lam ~ Beta(``mixup_beta``, ``mixup_beta``)) or "none"
+    net_mixup: str = "cut"
+    mixup_p: float = 0.5  # reference mix_p: 0.5 on CIFAR / SVHN / MNIST / Fashion-MNIST
+    mixup_beta: float = 1.0
     pixel_space: bool = True  # summary SGD in [0, 1] pixels as the reference (False: normalized)
 
     def __post_init__(self):
@@ -110,6 +132,10 @@ class IDC(DC):
                               f"factor={given} instead of synset_args={{'factor': {given}}}")
         if (self.n_data is not None and self.n_data < 0) or self.batch_syn_max < 1:
             raise ConfigError("n_data must be >= 0 and batch_syn_max >= 1")
+        if self.net_mixup not in NET_MIXUPS:
+            raise ConfigError(f"net_mixup must be one of {', '.join(NET_MIXUPS)}, "
+                              f"got {self.net_mixup!r}")
+        CutMix(self.mixup_p, self.mixup_beta)  # validates the probability and beta
         super().__post_init__()
 
     @classmethod
@@ -136,8 +162,14 @@ class IDC(DC):
         self.n_data_ = self.n_data if self.n_data is not None else published_n_data(real.info.name)
         # IDC's DiffAug: color, one of the rest, cutout on every call (not one op per call)
         self.dsa_ = Augment.for_data(real.info, self.dsa_strategy, mode="idc") if self.dsa else None
-        self.train_dsa_ = (Augment.for_data(real.info, self.net_strategy, mode="idc")
-                           if self.net_strategy else None)
+        net_strategy = self.net_strategy
+        if net_strategy is None:  # reference diffaug(): cutout removed when the network CutMixes
+            ops = self.dsa_strategy.split("_")
+            net_strategy = "_".join(o for o in ops if o != "cutout" or self.net_mixup != "cut")
+        self.train_dsa_ = (Augment.for_data(real.info, net_strategy, mode="idc")
+                           if net_strategy else None)
+        self.net_cutmix_ = (CutMix(self.mixup_p, self.mixup_beta) if self.net_mixup == "cut"
+                            else None)
         mean = torch.tensor(real.info.mean or (0.0,) * real.info.channels).view(1, -1, 1, 1)
         std = torch.tensor(real.info.std or (1.0,) * real.info.channels).view(1, -1, 1, 1)
         self.pixel_range_ = ((0 - mean) / std, (1 - mean) / std)
@@ -155,7 +187,7 @@ class IDC(DC):
         x, y = real.train.x[idx.to(real.train.x.device)], real.train.y[idx.to(real.train.y.device)]
         train_model(net, x.to(self.device_), y.to(self.device_), epochs=1, generator=self.gen_,
                     batch_size=self.batch_real, decay_at=None, dsa=self.train_dsa_,
-                    precision=self.run_.precision, optimizer=opt)
+                    precision=self.run_.precision, optimizer=opt, cutmix=self.net_cutmix_)
         net.train()
 
     def step(self, real, syn):
