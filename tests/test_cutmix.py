@@ -185,7 +185,7 @@ def test_train_model_applies_cutmix_after_dsa_with_its_generator():
     draw = cm.sample(10, (8, 8), g)
     net.train()
     expected = draw.loss(net(draw.mix(xb)), yb, lambda o, t: label_loss(o, t))
-    assert seen[0] == pytest.approx(float(expected), rel=1e-6)
+    assert seen[0] == pytest.approx(float(expected.detach()), rel=1e-6)
     # and it trains differently from no CutMix (same seed)
     a = train_model(_net(), x, y, epochs=2, generator=gen(9), batch_size=5, lr=0.1)
     b = train_model(_net(), x, y, epochs=2, generator=gen(9), batch_size=5, lr=0.1, cutmix=cm)
