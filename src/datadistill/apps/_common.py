@@ -120,7 +120,6 @@ def train_on(x: Tensor, y: Tensor, info, *, model: str = "convnet", protocol="fa
     """One fresh ``model`` trained on ``(x, y)`` exactly as the evaluation protocol trains it
     (optimizer, schedule, DSA); returns the trained network (eval mode)."""
     from .. import perf
-    from ..augment import DSA
     from ..evaluation import get_protocol
     from ..models import create_model
     from ..runtime import make_generator
@@ -132,12 +131,12 @@ def train_on(x: Tensor, y: Tensor, info, *, model: str = "convnet", protocol="fa
     with perf.activate(run):
         gen = make_generator(seed)
         net = create_model(model, info, generator=gen, device=dev, fused=run.fused)
-        dsa = DSA.for_data(info, proto.dsa_strategy) if proto.dsa else None
+        dsa = proto.augmentation(info)
         train_model(net, x.to(dev), y.to(dev), epochs=proto.epochs, generator=gen,
                     lr=proto.lr if lr is None else lr, momentum=proto.momentum,
                     weight_decay=proto.weight_decay, batch_size=proto.batch_size,
                     decay_at=proto.decay_at, dsa=dsa, label_format=label_format,
-                    precision=run.precision, schedule=proto.schedule)
+                    precision=run.precision, schedule=proto.schedule, cutmix=proto.cutmix())
     return net
 
 

@@ -219,7 +219,6 @@ def run_continual(real: RealData, *, strategies: Sequence[Strategy], ipc: int = 
     """Run every strategy on the class-incremental split of ``real``; returns the settings and,
     per strategy, the accuracy matrices (one per seed) and their metrics (mean ± std over
     seeds). ``run``: resolved ``RunOptions`` (device, precision, fused kernels)."""
-    from ..augment import DSA
     from ..evaluation.base import get_protocol
     from ..models import create_model
     from ..runtime import derive_seed, make_generator
@@ -248,7 +247,7 @@ def run_continual(real: RealData, *, strategies: Sequence[Strategy], ipc: int = 
     train = [(v.train.x, torch.tensor(cl, device=dev)[v.train.y]) for v, cl in zip(views, tasks)]
     tests = [(v.test.x, torch.tensor(cl, device=dev)[v.test.y]) for v, cl in zip(views, tasks)]
     feats = {"preset": "quick", "epochs": feature_epochs}
-    dsa = DSA.for_data(real.info, proto.dsa_strategy) if proto.dsa else None
+    dsa = proto.augmentation(real.info)  # the protocol's DSA (and its mode), CutMix below
     per: dict[str, dict[str, Any]] = {s.name: {"acc": [], "cpu_s": 0.0, "memory_cpu_s": 0.0,
                                                "stored_bytes": 0, "examples": 0}
                                       for s in strategies}
@@ -287,7 +286,7 @@ def run_continual(real: RealData, *, strategies: Sequence[Strategy], ipc: int = 
                                     momentum=proto.momentum, weight_decay=proto.weight_decay,
                                     batch_size=proto.batch_size, decay_at=proto.decay_at,
                                     dsa=dsa, label_format=fmt, precision=precision,
-                                    schedule=proto.schedule)
+                                    schedule=proto.schedule, cutmix=proto.cutmix())
                     else:
                         if net is None:
                             net = create_model(model, real.info, generator=gen, device=dev,

@@ -92,7 +92,6 @@ def summary_scores(syn: SyntheticSet, real: RealData, archs: Sequence[Arch], *,
     """Per architecture: validation accuracy (%, the proxy; mean over ``num_models`` fresh
     networks trained on ``syn`` with the evaluation ``protocol``, ``epochs`` overriding its
     epochs), test accuracy (for reference only), CPU seconds of the training."""
-    from ..augment import DSA
     from ..evaluation.base import get_protocol
     from ..models import create_model
     from ..runtime import derive_seed, make_generator
@@ -107,7 +106,7 @@ def summary_scores(syn: SyntheticSet, real: RealData, archs: Sequence[Arch], *,
     precision = run.precision if run is not None else "fp32"
     x, y = (t.to(dev) for t in C.summary_tensors(syn))
     lr = float(syn.lr.detach()) if (proto.use_learned_lr and syn.lr is not None) else proto.lr
-    dsa = DSA.for_data(syn.info, proto.dsa_strategy) if proto.dsa else None
+    dsa = proto.augmentation(syn.info)
     va, te = real.val.to(dev), real.test.to(dev)
     out = {}
     for ai, a in enumerate(archs):
@@ -120,7 +119,7 @@ def summary_scores(syn: SyntheticSet, real: RealData, archs: Sequence[Arch], *,
                             momentum=proto.momentum, weight_decay=proto.weight_decay,
                             batch_size=proto.batch_size, decay_at=proto.decay_at, dsa=dsa,
                             label_format=syn.label_format, precision=precision,
-                            schedule=proto.schedule)
+                            schedule=proto.schedule, cutmix=proto.cutmix())
                 vals.append(100 * accuracy(net, va.x, va.y))
                 tests.append(100 * accuracy(net, te.x, te.y))
         out[a.name] = {"val_acc": statistics.fmean(vals), "test_acc": statistics.fmean(tests),

@@ -131,7 +131,8 @@ def add_evaluate(sub) -> None:
     e.add_argument("summary", help="a run folder or summary folder")
     e.add_argument("--models", default=None,
                    help="comma-separated, e.g. convnet,mlp (default: the modality's standard model)")
-    e.add_argument("--protocol", default="fast", help="paper, fast or smoke")
+    e.add_argument("--protocol", default="fast",
+                   help="paper, fast, smoke, paper-cutmix or idc (docs: evaluation protocols)")
     e.add_argument("--num-models", type=int, default=None, help="override the protocol's count")
     e.add_argument("--dataset", default=None, help="override the dataset (name or path)")
     e.add_argument("--full-reference", nargs="?", const="converged", default=None,
