@@ -208,8 +208,11 @@ def test_distill_cf_patience_stops_the_updates(clusters):
     logits = {}
     d.distill(clusters, syn, [lambda e: logits.__setitem__(e["iteration"], syn.logits.detach().clone())])
     assert d.stopped_ and d.best_ == (75.0, 25) and syn.meta["best_step"] == 25
-    assert not torch.equal(logits[74], logits[75])       # step 75 still updated Ω, then it stopped
-    assert all(torch.equal(logits[75], logits[k]) for k in range(76, 101))
+    assert not torch.equal(logits[74], logits[75])       # step 75 still updated Ω, then it stopped:
+    assert max(logits) == 75 and syn.meta["iterations"] == 75  # the loop ends there (base.py: stopped_)
+    assert torch.equal(logits[75], syn.logits)
+    assert d.step(clusters, syn) == {"stopped": 1.0, "reg": 0.1}  # a direct step after the stop: no-op
+    assert torch.equal(logits[75], syn.logits)
 
 
 def test_distill_cf_mean_estimator_is_the_gumbel_average():

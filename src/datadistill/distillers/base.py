@@ -14,6 +14,9 @@ method state at the end of the last *completed* iteration; safetensors + JSON, n
 summary as an uninterrupted run. Resuming with other run options continues the run; resuming
 with a larger ``iterations`` extends it; any other changed parameter is refused.
 A NaN/inf loss stops the run with ``NonFiniteLossError`` and keeps the last good summary.
+A method that stops early (its reference's early stopping: Distill-CF, RFAD) sets ``stopped_``;
+the loop then ends after that iteration (the summary's ``iterations`` says where), and a resumed
+run that was stopped does not step again.
 
 ``storage`` (every method): the precision the summary is stored at (``synsets/storage.py``:
 float32, float16, bfloat16, uint8, uint8-channel; None = the summary's own, float32 unless set).
@@ -279,6 +282,8 @@ class Distiller:
         it = start
         try:
             for it in range(start, self.iterations):
+                if getattr(self, "stopped_", False):  # the method stopped early (e.g. validation patience)
+                    break
                 metrics = self.step(real, syn)
                 loss = metrics.get("loss", 0.0)
                 if not (torch.isfinite(torch.tensor(loss)) and syn.check_finite()):

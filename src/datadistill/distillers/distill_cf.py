@@ -15,7 +15,7 @@ users' 0/1 rows as logits. Validation as the reference: at steps 25, 50, ..., 20
 ``reselect_every`` (40) steps a fresh sample of Ω is scored by ∞-AE on the validation split over
 its λ grid; that λ is used from then on, the best-scoring sample is the summary (``keep_best``;
 the reference selects by HR@100, we by nDCG@10, the metric the protocol reports), and the run stops
-updating after ``patience`` (150) steps without a better one. Published defaults (reference
+after ``patience`` (150) steps without a better one (``stopped_``: the loop ends there). Published defaults (reference
 ``hyper_params.py``): user support 500, γ = 200 samples per user, τ = 10, cardinality reg 1e-3,
 500 steps, Adam lr 0.04, all real users per step. The summary is therefore *soft*: at τ = 10 every
 entry of R_syn is > 0 (the reference's rows too); ``hard=True`` keeps it binary instead (the union
