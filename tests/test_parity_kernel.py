@@ -209,13 +209,62 @@ def test_rfad_platt_loss_gradient_and_steps(case, monkeypatch):
     close(m["loss"], r[f"{p}1_loss"], rtol=1e-4, what="Platt loss, step 2")
 
 
+def test_rfad_early_stopping_matches_reference(monkeypatch):
+    """The reference's early stopping on a validation set (``distill_dataset``; check interval 40
+    and patience 1000 patched down to 2 and 6 to stop within 38 iterations): the validation
+    Platt losses at every check (16 fixed validation networks), the iteration of the stop, the
+    kept (best) iteration and its summary, labels and temperature."""
+    import datadistill.distillers.rfad as rfad_mod
+    from datadistill.kernels import conv
+
+    r = fixture("rfad_early_stop")
+    val_every, patience, iters, lr = r["settings"].tolist()
+    n_it = int(r["stop_iter"])
+    def weights(prefix, n):
+        return [[(r[f"{prefix}{m}_features.{i}.weight"], r[f"{prefix}{m}_features.{i}.bias"]) for i in (0, 3, 6)]
+                for m in range(n)]
+    monkeypatch.setattr(rfad_mod, "RandomFeatureNNGP", injected_rf([weights(f"it{it}_m", 2) for it in range(n_it)]))
+    val_weights = weights("val_m", 16)
+
+    def validation_features(self, info, generator):
+        rf = conv.RandomFeatureNNGP(info, n_models=16, model=self.rf_model, width=self.rf_width, generator=generator)
+        for net, ws in zip(rf.nets, val_weights, strict=True):
+            load_convs(net, ws)
+        return rf
+    monkeypatch.setattr(rfad_mod.RFAD, "validation_features", validation_features)
+    x_s, k = r["x_init"], 3
+    train = Split(torch.tensor(r["x_t"], dtype=torch.float32), torch.tensor(r["labels_t"]))
+    val = Split(torch.tensor(r["x_v"], dtype=torch.float32), torch.tensor(r["labels_v"]))
+    real = RealData(info_for(x_s.shape[1:], k), train, val, val)
+    y_s = np.eye(k, dtype=np.float32) - 1 / k
+    d, syn = distiller_with_summary("rfad", real, x_s, y_s, n_models=2, rf_width=8, reg=5e-3, lr_data=lr,
+                                    iterations=int(iters), val_every=int(val_every), patience=int(patience),
+                                    val_models=16, val_per_class=None)
+    seen = []
+    d.distill(real, syn, [seen.append])
+    checks = np.array(d.early_.history)
+    assert checks[:, 0].tolist() == r["val_iter"].tolist(), "validated iterations"
+    close(checks[:, 1], r["val_loss"], rtol=1e-5, what="validation Platt losses")
+    close(checks[:, 2], r["val_acc"], rtol=0, what="validation accuracies")
+    assert d.stopped_ and len(seen) == syn.meta["iterations"] == n_it, "stopped at the reference's iteration"
+    assert d.early_.best_iteration == syn.meta["best_iteration"] == int(r["best_iter"]), "kept iteration"
+    close(syn.x, r["best_x"], rtol=0, atol=1e-5, what="kept summary (X_s T)")
+    close(syn.y, r["best_y"], rtol=0, atol=1e-5, what="kept labels")
+    close(d.log_tau_, r["best_k"], rtol=0, atol=1e-5, what="kept log temperature")
+
+
 def test_rfad_defaults_match_reference():
-    """run_distillation.py / distill_dataset defaults: jit 5e-3, centred labels, k = log tau = 0."""
+    """run_distillation.py / distill_dataset defaults: jit 5e-3, centred labels, k = log tau = 0;
+    early stopping every 40 iterations, patience 1000, 16 validation networks, 500 validation
+    examples per class, at most 100,000 iterations."""
     from datadistill.distillers.rfad import RFAD
 
     d = RFAD()
-    got = {"reg": d.reg, "center_labels": d.center_labels, "platt_init": d.platt_init}
-    assert got == {"reg": 5e-3, "center_labels": True, "platt_init": 1.0}
+    got = {"reg": d.reg, "center_labels": d.center_labels, "platt_init": d.platt_init, "iterations": d.iterations,
+           "val_every": d.val_every, "patience": d.patience, "val_per_class": d.val_per_class,
+           "val_models": d.val_models}
+    assert got == {"reg": 5e-3, "center_labels": True, "platt_init": 1.0, "iterations": 100_000,
+                   "val_every": 40, "patience": 1000, "val_per_class": 500, "val_models": 16}
 
 
 # ---------------------------------------------------------------------------------------- FRePO
