@@ -153,3 +153,19 @@ def test_the_report_has_the_curves_and_names_a_re_evaluations_source(ran, tmp_pa
     assert f"{rec['curve'][0]['accuracy']['mean']:.2f}" in lines[0]
     if (ran / "results" / "again.json").exists():  # (the from_summary test ran first)
         assert "— (the summary of c/dm-two)" in text
+
+
+def test_from_summary_may_name_an_earlier_row_of_its_own_suite(tmp_path):
+    """A suite that distils a summary and re-evaluates it under another protocol runs in one go:
+    the later row's summary is looked up when it runs; a later or unknown row is an error."""
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "two.toml").write_text(
+        '[defaults]\ndataset = "digits"\nprotocol = "smoke"\nnum_models = 1\nrun = {threads = 1}\n'
+        '[[rows]]\nid = "a"\nmethod = "dm"\npreset = "tiny"\nipc = 1\niterations = 2\n'
+        '[[rows]]\nid = "b"\nmethod = "dm"\nipc = 1\nprotocol = "fast"\nfrom_summary = "two/a"\n')
+    load_suite(tmp_path / "suites" / "two.toml")  # b's source does not exist yet: not an error
+    (tmp_path / "suites" / "bad.toml").write_text(
+        '[[rows]]\nid = "b"\nmethod = "dm"\ndataset = "digits"\nipc = 1\nfrom_summary = "bad/a"\n'
+        '[[rows]]\nid = "a"\nmethod = "dm"\ndataset = "digits"\nipc = 1\n')
+    with pytest.raises(SuiteError, match="no earlier row"):
+        load_suite(tmp_path / "suites" / "bad.toml")

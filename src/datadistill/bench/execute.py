@@ -290,7 +290,7 @@ def run_row(suite_path: Path, row_id: str, layout: res.Layout, resume: bool) -> 
 
     suite = load_suite(suite_path, check=False)
     row = suite.row(row_id)
-    runner.check_row(row)
+    runner.check_row(row, suite.name)
     runner.prepare_process(row)  # threads and allocator, before anything is measured
     env = describe(layout.root, runner.thread_count())
     body = _speed_row(row, runner, layout) if row.kind == "speed" else \

@@ -53,9 +53,10 @@ def is_out_of_process(row) -> bool:
     return bool(row.commit or row.external)
 
 
-def check_row(row) -> None:
+def check_row(row, suite: str | None = None) -> None:
     """Raise the library's own error (it lists the known names) for an unknown method,
-    dataset, preset, parameter, run option or protocol of ``row``."""
+    dataset, preset, parameter, run option or protocol of ``row`` (of suite ``suite``: a
+    ``from_summary`` naming an earlier row of the same suite is looked up when the row runs)."""
     from datadistill.data import DATASETS
     from datadistill.distillers import DISTILLERS
 
@@ -77,7 +78,7 @@ def check_row(row) -> None:
         cls.from_config(row.preset, **method_params(row))  # unknown preset / parameter -> ConfigError
     elif row.preset or set(row.set) - {"storage"}:
         raise ValueError(f"baseline {row.method!r} takes no preset, and of set only storage")
-    if row.from_summary is not None:
+    if row.from_summary is not None and row.from_summary.split("/")[0] != suite:
         kept_summary_path(row)  # the named row's summary exists, unchanged
     if row.curve and row.method not in DISTILLERS:
         raise ValueError(f"a curve follows a distillation; baseline {row.method!r} has none")

@@ -229,7 +229,11 @@ def parse_suite(text: str, name: str, path: Path | None = None) -> Suite:
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
         raise SuiteError(f"{path or name}: duplicate row id(s) {dup}")
-    for r in rows:
+    for i, r in enumerate(rows):
+        src = (r.from_summary or "").split("/")
+        if len(src) > 1 and src[0] == name and src[1] not in ids[:i]:
+            raise SuiteError(f"{path or name}: row {r.id}: from_summary = {r.from_summary!r} "
+                             f"names no earlier row of this suite")
         if r.vs is not None and r.vs not in ids:
             raise SuiteError(f"{path or name}: row {r.id}: vs = {r.vs!r} is not a row of this suite")
     return Suite(name, raw.get("title", name), raw.get("notes", "").strip(), rows, path)
@@ -242,7 +246,7 @@ def check_suite(suite: Suite) -> Suite:
 
     for r in suite.rows:
         try:
-            check_row(r)
+            check_row(r, suite.name)
         except Exception as e:  # the library's own message lists the known names
             raise SuiteError(f"suite {suite.name!r}, row {r.id!r}: {e}") from None
     return suite
