@@ -25,7 +25,7 @@ def cmd_compare(args) -> int:
 
 def add_report(sub) -> None:
     r = sub.add_parser("report", help="one self-contained HTML report of run folders")
-    r.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or summary folders)")
+    r.add_argument("runs", nargs="+", metavar="RUN", help="run folders, summary folders or benchmark rows (bench/runs/<suite>/<row>/s<seed>)")
     r.add_argument("--out", required=True, help="the HTML file to write")
     r.add_argument("--title", default=None)
     r.add_argument("--no-real", action="store_true",
@@ -38,7 +38,7 @@ def add_compare(sub) -> None:
                        description="Each RUN (run or summary folder) needs its saved evaluations "
                                    "(`datadistill evaluate RUN` writes RUN/evaluations/*.json); "
                                    "every point is labelled with its protocol.")
-    c.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or summary folders)")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="run folders, summary folders or benchmark rows (bench/runs/<suite>/<row>/s<seed>)")
     c.add_argument("--by", choices=("examples", "bytes"), default="examples",
                    help="sort the table by examples per class or by stored bytes")
     c.add_argument("--png", default=None, metavar="FILE",
