@@ -315,33 +315,10 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
-def progress_printer(quiet: bool) -> Callable[[str], None]:
-    """A logger for a command line: lines on stderr, or nothing with ``quiet``."""
-    if quiet:
-        return lambda msg: None
-    return lambda msg: print(msg, file=sys.stderr, flush=True)
 
 
-def add_run_arguments(p) -> None:
-    """The run options of a command line (how fast, never what), as ``datadistill distill``'s."""
-    g = p.add_argument_group("run options (how fast, never what; default auto)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if present)")
-    g.add_argument("--precision", choices=("fp32", "bf16"), default=None,
-                   help="bf16 autocast (changes numerics; never automatic)")
-    g.add_argument("--threads", type=int, default=None, help="intra-op threads")
-    g.add_argument("--compile", choices=("auto", "on", "off"), default=None)
-    g.add_argument("--fused", choices=("auto", "on", "off"), default=None,
-                   help="fused CPU kernels for the ConvNet")
 
 
-def run_options(args) -> RunOptions:
-    """Resolved ``RunOptions`` from ``add_run_arguments``' flags."""
-    from .. import perf
-    tri = {"auto": "auto", "on": True, "off": False}
-    kw = {k: (tri[v] if k in ("compile", "fused") else v)
-          for k in ("device", "precision", "threads", "compile", "fused")
-          if (v := getattr(args, k, None)) is not None}
-    return perf.resolve(RunOptions(**kw))
 
 
 def int_list(text: str, what: str) -> list[int]:
@@ -378,12 +355,3 @@ def parse_method(spec: str) -> tuple[str, int | None]:
         return name.strip().lower(), (int(it) if it else None)
     except ValueError:
         raise ConfigError(f"{spec!r}: the iterations after ':' must be an integer") from None
-
-
-def plot_path(args, default: str) -> Path:
-    """Where an app's picture goes: ``--png``, else beside ``--out``, else ``default``
-    (its folder created)."""
-    png = Path(args.png) if args.png else (Path(args.out).with_suffix(".png") if args.out
-                                           else Path(default))
-    png.parent.mkdir(parents=True, exist_ok=True)
-    return png

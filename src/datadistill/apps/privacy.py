@@ -20,13 +20,11 @@ cannot be extended past the iterations its noise was calibrated for.
 
 These methods are subclasses registered from here (``dp-dm``, ``dp-dc``); the method files are
 unchanged. The membership-inference attack that measures what summaries leak is ``mia.py``;
-``datadistill app privacy`` is the command line.
+``datadistill app privacy`` is the command line (``cli/apps/privacy.py``).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -258,109 +256,3 @@ class DPDC(DPMixin, DC):
             rows = torch.cat([g[n].float().flatten(1) for n in names], dim=1)
         flat = self.noisy_mean(rows, self.class_, (rows.shape[1],))
         return [t.view(s) for t, s in zip(torch.split(flat, [s.numel() for s in shapes]), shapes)]
-
-
-# -- the command line: datadistill app privacy {distill,attack,epsilon} ----------------------------
-def build_parser() -> argparse.ArgumentParser:
-    from . import _common as C
-    from . import mia
-
-    p = argparse.ArgumentParser(prog="datadistill app privacy",
-                                description="DP distillation, privacy accounting and "
-                                            "membership inference")
-    sub = p.add_subparsers(dest="what", required=True)
-    d = sub.add_parser("distill", help="a DP summary: dp-dm or dp-dc at (epsilon, delta)")
-    d.add_argument("--method", default="dm", choices=("dm", "dc", "dp-dm", "dp-dc"))
-    d.add_argument("--dataset", default="fashion-mnist")
-    d.add_argument("--data-dir", default=None)
-    d.add_argument("--ipc", type=int, default=10)
-    d.add_argument("--epsilon", type=float, default=None, help="calibrate the noise for this")
-    d.add_argument("--delta", type=float, default=1e-5)
-    d.add_argument("--noise-multiplier", type=float, default=None,
-                   help="fix the noise instead (the epsilon spent is reported)")
-    d.add_argument("--clip", type=float, default=None)
-    d.add_argument("--iterations", type=int, default=None)
-    d.add_argument("--preset", default=None)
-    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--out", required=True, help="run folder (summary/ is written there)")
-    d.add_argument("--evaluate", default="fast", help="protocol to evaluate with ('none': skip)")
-    d.add_argument("--quiet", action="store_true")
-    C.add_run_arguments(d)
-    e = sub.add_parser("epsilon", help="the accountant: epsilon of (noise, rate, steps) or the "
-                                       "noise for an epsilon")
-    e.add_argument("--sample-rate", type=float, required=True)
-    e.add_argument("--steps", type=int, required=True)
-    e.add_argument("--delta", type=float, default=1e-5)
-    g = e.add_mutually_exclusive_group(required=True)
-    g.add_argument("--noise-multiplier", type=float)
-    g.add_argument("--epsilon", type=float)
-    mia.add_attack_parser(sub)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.what == "epsilon":
-        if args.epsilon is not None:
-            s = accounting.noise_multiplier_for(args.epsilon, args.delta, args.sample_rate,
-                                                args.steps)
-            print(f"noise multiplier {s:.4f} for epsilon {args.epsilon:g}, delta {args.delta:g}, "
-                  f"{args.steps} steps at rate {args.sample_rate:g} ("
-                  f"{accounting.resolve_backend('auto')} RDP accountant)")
-        else:
-            eps = accounting.epsilon(args.noise_multiplier, args.sample_rate, args.steps,
-                                     args.delta)
-            print(f"epsilon {eps:.4f} at delta {args.delta:g}: noise multiplier "
-                  f"{args.noise_multiplier:g}, {args.steps} steps at rate {args.sample_rate:g}")
-        return 0
-    if args.what == "attack":
-        from . import mia
-        return mia.main_attack(args)
-    return _distill_main(args)
-
-
-def _distill_main(args) -> int:
-    from pathlib import Path
-
-    from .. import perf
-    from ..data import load_dataset
-    from ..distillers import create_distiller
-    from ..evaluation import evaluate
-    from . import _common as C
-
-    method = args.method if args.method.startswith("dp-") else f"dp-{args.method}"
-    params = C.parse_sets(args.set)
-    if args.noise_multiplier is not None:
-        if args.epsilon is not None:
-            raise ConfigError("give --epsilon or --noise-multiplier, not both")
-        params.update(noise_multiplier=args.noise_multiplier, epsilon=None)
-    elif args.epsilon is not None:
-        params["epsilon"] = args.epsilon
-    params["delta"] = args.delta
-    if args.clip is not None:
-        params["clip"] = args.clip
-    if args.iterations is not None:
-        params["iterations"] = args.iterations
-    params.setdefault("seed", args.seed)
-    run = C.run_options(args)
-    log = C.progress_printer(args.quiet)
-    with perf.activate(run):
-        real = load_dataset(args.dataset, data_dir=args.data_dir)
-        d = create_distiller(method, args.preset, **params)
-        syn = d.init_synset(real, ipc=args.ipc)
-        every = max(1, d.iterations // 10)
-        d.distill(real, syn, [lambda ev: ev["iteration"] % every == 0 and log(
-            f"{method} {ev['iteration']}/{ev['iterations']}: loss {ev['loss']:.4g}")],
-                  workdir=args.out, run=run)
-        syn.save(Path(args.out) / "summary")
-        priv = syn.meta["privacy"]
-        print(f"{method} on {real.info.name}, IPC {args.ipc}: ({priv['epsilon']:.3f}, "
-              f"{priv['delta']:g})-DP; noise multiplier {priv['noise_multiplier']:.4f}, clip "
-              f"{priv['clip']:g}, sampling rate {priv['sample_rate']:.4g}, {priv['steps']} steps, "
-              f"{priv['accountant']}")
-        print(f"summary: {Path(args.out) / 'summary'}")
-        if args.evaluate != "none":
-            print(evaluate(syn, real, protocol=args.evaluate, seed=args.seed, run=run).table())
-    (Path(args.out) / "privacy.json").write_text(json.dumps(priv, indent=2) + "\n")
-    return 0
