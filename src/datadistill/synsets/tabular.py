@@ -2,7 +2,7 @@
 
 Each synthetic row stores its free values (standardized numeric columns and their missing
 indicators) and one vector of logits per categorical column. ``materialize`` returns rows in the
-same encoded layout as the real data (``data/tabular.py``'s ``TableSchema``), with every
+same encoded layout as the real data (``data/tabular_schema.py``'s ``TableSchema``), with every
 categorical block relaxed to ``softmax(logits / temperature)``, so any objective (DM, gradient
 matching, unrolled meta-model matching) differentiates through them. For export and evaluation
 ``decode`` hardens each block to its arg-max category (``TableSchema.harden``/``decode``):
