@@ -265,6 +265,18 @@ def summary_for(real: RealData, method: str, ipc: int, *, seed: int = 0,
     return make_summary(real, method, ipc=ipc, preset=preset, params=over, seed=seed, run=run)
 
 
+def globalize_labels(y: Tensor, fmt: str, classes: Sequence[int], k: int) -> Tensor:
+    """Labels of a summary made on a view of ``classes`` (``0..len(classes)-1``: a class view,
+    a client's classes) in the global space of ``k`` classes."""
+    cls = torch.tensor(list(classes), device=y.device)
+    if fmt == "hard":
+        return cls[y.long()]
+    fill = -30.0 if fmt == "soft" else 0.0  # soft labels are logits: ~zero probability elsewhere
+    out = torch.full((y.shape[0], k), fill, dtype=y.dtype, device=y.device)
+    out[:, cls] = y
+    return out
+
+
 def summary_tensors(syn: SyntheticSet) -> tuple[Tensor, Tensor]:
     """The summary's ``(x, y)``, detached."""
     with torch.no_grad():

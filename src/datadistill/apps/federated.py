@@ -96,15 +96,7 @@ def describe_split(y: Tensor, parts: Sequence[Tensor], num_classes: int) -> list
 
 
 # -- one-shot: clients send summaries ---------------------------------------------------------------
-def _globalize(y: Tensor, fmt: str, classes: Sequence[int], k: int) -> Tensor:
-    """Labels of a summary made on a client's classes (0..m-1) -> labels over all k classes."""
-    cls = torch.tensor(list(classes), device=y.device)
-    if fmt == "hard":
-        return cls[y]
-    fill = -30.0 if fmt == "soft" else 0.0  # soft labels are logits: absent classes ~ 0 mass
-    out = torch.full((y.shape[0], k), fill, dtype=y.dtype, device=y.device)
-    out[:, cls] = y
-    return out
+_globalize = C.globalize_labels  # a client's classes (0..m-1) -> labels over all k classes
 
 
 def client_summary(real: RealData, idx: Tensor, method: str, ipc: int, *, seed: int,
