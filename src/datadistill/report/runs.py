@@ -151,7 +151,10 @@ def bench_evaluation(record: dict[str, Any]) -> dict[str, Any] | None:
         accs = [float(a) for a in r.get("accs", [])]
         results[m] = {"accs": accs, "mean": statistics.fmean(accs) if accs else float("nan"),
                       "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0}
-    ev = {"protocol": proto, "results": results, "overrides": record.get("overrides") or {},
+    # (the bench records overrides as strings: the protocol's own model count is no override)
+    overrides = {k: v for k, v in (record.get("overrides") or {}).items()
+                 if not (k == "num_models" and str(v) == str(proto.get("num_models")))}
+    ev = {"protocol": proto, "results": results, "overrides": overrides,
           "run": record.get("run") or {}, "_file": f"{BENCH_RECORD} (benchmark row)"}
     if isinstance(record.get("robust"), dict):
         ev["robust"] = record["robust"]
