@@ -29,13 +29,11 @@ def add_run_arguments(p) -> None:
 
 
 def run_options(args) -> RunOptions:
-    """Resolved ``RunOptions`` from ``add_run_arguments``' flags."""
+    """Resolved ``RunOptions`` from ``add_run_arguments``' flags (``datadistill``'s own parsing of
+    the same flags, resolved to the machine)."""
     from ... import perf
-    tri = {"auto": "auto", "on": True, "off": False}
-    kw = {k: (tri[v] if k in ("compile", "fused") else v)
-          for k in ("device", "precision", "threads", "compile", "fused")
-          if (v := getattr(args, k, None)) is not None}
-    return perf.resolve(RunOptions(**kw))
+    from .._common import run_options as parse
+    return perf.resolve(parse(args))
 
 
 def plot_path(args, default: str) -> Path:
