@@ -1,6 +1,6 @@
 """Time a method with whatever ``datadistill`` is first on ``PYTHONPATH`` (a ``commit = ...`` row).
 
-Run as a script, never imported by the suite: ``runner.time_external`` exports ``src/`` of the
+Run as a script, never imported by the suite: ``external.time_external`` exports ``src/`` of the
 row's commit and starts ``python legacy.py`` with it first on ``PYTHONPATH``, the row as JSON in
 ``DATADISTILL_BENCH_ROW``. It uses only the API every version since the registry has had
 (``load_dataset``, ``create_distiller(name, preset, **params)``, ``init_synset(real, ipc=...)``,

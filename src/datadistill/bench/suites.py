@@ -27,7 +27,7 @@ compare with); ``repeats = n`` runs a speed row n times, the suite's repeated ro
 round by round (old, new, old, new ...), and reports the spread. A speed row may time another
 version of the library (``commit = "<git commit>"``, its speed settings then in ``set`` /
 ``preset`` as that version had them) or another program (``external = "<command>"``, e.g.
-``"python $DRIVER"``; see ``runner.time_external``). Unknown keys, methods and datasets are
+``"python $DRIVER"``; see ``external.time_external``). Unknown keys, methods and datasets are
 errors that name them.
 """
 from __future__ import annotations
