@@ -72,6 +72,7 @@ def test_results_file_schema(bench):
     assert 0 <= acc["accuracy"]["mean"] <= 100 and acc["accuracy"]["n"] == 1
     assert set(acc["per_model"]) == {"convnet"}
     assert acc["iterations_run"] == 3 and acc["iterations_published"] == 10
+    assert acc["iterations_requested"] == 3 and acc["stopped_early"] is False  # (tiny: 3 asked)
     assert acc["cpu_s"]["distill"] > 0 and acc["cpu_s"]["evaluate"] > 0
     assert acc["wall_s"]["distill"] > 0 and acc["peak_rss_bytes"] > 0
     summ = acc["summaries"][0]

@@ -184,6 +184,7 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
     first = per_seed[0]
     mean = lambda key, part: round(statistics.fmean(r[part][key] for r in per_seed), 3)  # noqa: E731
     robust = _pool_robust([r["robust"] for r in per_seed if r.get("robust")])
+    stops = [r["distill"].get("stopped_early") for r in per_seed]
     curve = _pool_curve(row, per_seed)
     if curve is not None:  # the row's own evaluation closes the curve
         model = next(iter(models))
@@ -197,6 +198,9 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
         "accuracy_model": next(iter(models)),
         "per_model": per_model,
         "iterations_run": min(r["distill"]["iterations"] for r in per_seed),
+        # what was asked for; stopped_early: a seed's method ended its run by its own rule
+        "iterations_requested": first["distill"].get("requested"),
+        **({"stopped_early": any(stops)} if None not in stops else {}),  # (older seeds: unknown)
         "cpu_s": {"distill": mean("cpu_s", "distill"), "evaluate": mean("cpu_s", "evaluate"),
                   **({"robust": robust["cpu_s"]} if robust else {}),
                   "data": round(data_cpu, 3), "per": "seed (mean over seeds)"},
@@ -210,7 +214,8 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
         "summaries": [r["summary"] for r in per_seed],
         "seeds": [{"seed": r["seed"], "iterations": r["distill"]["iterations"],
                    "distill_cpu_s": r["distill"]["cpu_s"], "evaluate_cpu_s": r["evaluate"]["cpu_s"],
-                   "resumed": r["distill"].get("resumed", False)} for r in per_seed],
+                   "resumed": r["distill"].get("resumed", False),
+                   "stopped_early": r["distill"].get("stopped_early")} for r in per_seed],
     }
 
 

@@ -4,7 +4,9 @@
      "rows": {row_id: {"kind", "status", "declared", "env", ... measurements ...}}}
 
 Accuracy rows hold ``accuracy`` {mean, std, n} over every model of every seed, ``per_model``
-{arch: {mean, std, accs}}, ``iterations_run``, ``cpu_s`` / ``wall_s`` {distill, evaluate} (per
+{arch: {mean, std, accs}}, ``iterations_run``, ``iterations_requested`` (the row's ``iterations``
+or the method's default after its preset), ``stopped_early`` (the method ended its run itself
+before that: ``Distiller.stopped_``), ``cpu_s`` / ``wall_s`` {distill, evaluate} (per
 seed, averaged over seeds), ``peak_rss_bytes``, ``stored_bytes``, ``summaries`` [{seed,
 stored_bytes, sha256, kept, rebuild}] and, for ``robust`` rows, ``robust`` {definition, source,
 weights, protocol, rounds, full_reference, random, models: {arch: {full_acc, lrs, ars, hlr, ior,

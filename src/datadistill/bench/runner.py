@@ -163,7 +163,9 @@ def _distiller(row, **extra):
 def distill_summary(row, real, seed: int, workdir: Path, *, resume: bool,
                     on_iteration: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Distil (or select, for a baseline) one summary into ``workdir/summary``; resumes from
-    ``workdir``'s checkpoint when ``resume``. Returns {iterations, stored_bytes, run}."""
+    ``workdir``'s checkpoint when ``resume``. Returns {iterations (run), requested (asked for:
+    the row's ``iterations`` or the method's default after its preset), stopped_early (the method
+    ended the run itself, ``stopped_``, before ``requested``), stored_bytes, run}."""
     from datadistill import checkpoint as ckpt
     from datadistill.distillers.base import CHECKPOINT
 
@@ -173,15 +175,18 @@ def distill_summary(row, real, seed: int, workdir: Path, *, resume: bool,
 
         syn = load_summary(kept_summary_path(row))
         syn.save(workdir / "summary")
-        return {"iterations": int(syn.meta.get("iterations") or 0),
-                "stored_bytes": int(syn.stored_bytes()), "run": None,
-                "from_summary": row.from_summary}
+        its = int(syn.meta.get("iterations") or 0)
+        asked = (syn.meta.get("params") or {}).get("iterations")
+        return {"iterations": its, "stored_bytes": int(syn.stored_bytes()), "run": None,
+                "from_summary": row.from_summary, "requested": asked,
+                "stopped_early": asked is not None and its < int(asked)}
     if is_baseline(row.method):
         syn = select_baseline(row, real, seed)
         if "storage" in row.set:  # real examples stored at a lower precision (fixed-bytes rows)
             syn.set_storage(row.set["storage"])
         syn.save(workdir / "summary")
-        return {"iterations": 0, "stored_bytes": int(syn.stored_bytes()), "run": None}
+        return {"iterations": 0, "stored_bytes": int(syn.stored_bytes()), "run": None,
+                "requested": None, "stopped_early": False}
     d = _distiller(row, seed=seed)
     syn = d.init_synset(real, **row.budget)
     syn.meta["dataset_source"] = row.dataset
@@ -196,8 +201,27 @@ def distill_summary(row, real, seed: int, workdir: Path, *, resume: bool,
 
         callbacks.append(snapshot)
     d.distill(real, syn, callbacks, workdir=workdir, resume=can_resume, run=run_options(row))
-    return {"iterations": int(syn.meta.get("iterations", d.iterations)),
-            "stored_bytes": int(syn.stored_bytes()), "run": d.run_.to_dict()}
+    its = int(syn.meta.get("iterations", d.iterations))
+    # ``stopped_``: the method ended the run by its own rule (``distillers/early_stop.py``)
+    return {"iterations": its, "stored_bytes": int(syn.stored_bytes()), "run": d.run_.to_dict(),
+            "requested": int(d.iterations),
+            "stopped_early": bool(getattr(d, "stopped_", False)) and its < d.iterations}
+
+
+def requested_iterations(method: str, preset: str | None = None,
+                         params: dict[str, Any] | None = None) -> int | None:
+    """The outer iterations a row of distiller ``method`` asks for: ``params["iterations"]``,
+    else the method's default after ``preset`` (and the other ``params``); None for a baseline,
+    or a name, preset or parameter the library does not know (any more)."""
+    from datadistill.distillers import DISTILLERS
+    from datadistill.errors import DatadistillError
+
+    if method not in DISTILLERS:
+        return None
+    try:
+        return int(DISTILLERS.get(method).from_config(preset, **(params or {})).iterations)
+    except (DatadistillError, TypeError, ValueError):
+        return None
 
 
 def kept_summary_path(row) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .stops import requested_iterations, stopped_early
+
 
 def _num(x: float | None, nd: int | None = None) -> str:
     """Thousands separators; ``nd`` decimals (default: 2 below 10, 1 below 100, else 0)."""
@@ -53,8 +55,14 @@ def _protocol(row: dict[str, Any]) -> str:
 
 
 def _iters(row: dict[str, Any]) -> str:
+    """``run / published``; a run its method stopped by its own rule says so, and how many
+    iterations it asked for where that is not the published schedule: ``280 (stopped) / 500``."""
     run, pub = row.get("iterations_run"), row.get("iterations_published")
-    return f"{_num(run) if run is not None else '?'} / {_num(pub) if pub else '—'}"
+    ran = _num(run) if run is not None else "?"
+    if stopped_early(row):
+        asked = requested_iterations(row)
+        ran += " (stopped)" if asked == pub or asked is None else f" (stopped, of {_num(asked)})"
+    return f"{ran} / {_num(pub) if pub else '—'}"
 
 
 def _threads(row: dict[str, Any]) -> str:

@@ -8,12 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from .cells import _num
+from .stops import requested_iterations, stopped_early
 
 STATUS_RULE = (
-    "Status, by rule: **reduced run** when fewer iterations ran than the published schedule; "
-    "otherwise **reproduced** when the mean is at or above the published figure minus its "
-    "published std, else **below published**; **no published figure** when none is quoted. "
-    "The reason follows the word.")
+    "Status, by rule: **stopped early** when the method ended its run by its own rule (its "
+    "reference's early stopping on a validation score, e.g. Distill-CF's patience) before the "
+    "iterations it asked for: not a reduced run; the accuracy comparison follows when a figure "
+    "is published. Otherwise **reduced run** when fewer iterations were asked for (or, without "
+    "a stop, ran) than the published schedule; **reproduced** when the mean is at or above the "
+    "published figure minus its published std, else **below published**; **no published "
+    "figure** when none is quoted. The reason follows the word. Rows recorded before the "
+    "runner kept the flag count as stopped early when they ran fewer iterations than they asked "
+    "for (their `iterations`, else the method's default after their preset): the runner "
+    "otherwise always runs what was asked.")
 
 PARITY_RULE = (
     "Parity, by rule: **yes** when the row was made by library code that passes the method's "
@@ -29,16 +36,25 @@ def status(row: dict[str, Any]) -> tuple[str, str]:
     """(word, why) by the rule in ``STATUS_RULE``."""
     pub = (row.get("published") or {}).get("accuracy")
     mean = (row.get("accuracy") or {}).get("mean")
-    if pub is None or mean is None:
-        return "no published figure", ""
-    delta = f"{mean - pub:+.2f} points"
     run, total = row.get("iterations_run"), row.get("iterations_published")
-    if total and run is not None and run < total:
-        return "reduced run", f"{_num(run)} of {_num(total)} iterations; {delta}"
-    tol = (row.get("published") or {}).get("std") or 0.0
-    if mean >= pub - tol:
-        return "reproduced", delta
-    return "below published", delta
+    stopped = stopped_early(row)
+    asked = requested_iterations(row) if stopped else run  # (a stop is no reduction)
+    if pub is None or mean is None:
+        word, why = "no published figure", ""
+    elif total and asked is not None and asked < total:
+        word, why = "reduced run", f"{_num(asked)} of {_num(total)} iterations; " \
+                                   f"{mean - pub:+.2f} points"
+    else:
+        tol = (row.get("published") or {}).get("std") or 0.0
+        word, why = ("reproduced" if mean >= pub - tol else "below published"), \
+            f"{mean - pub:+.2f} points"
+    if not stopped:
+        return word, why
+    stop = f"by its own rule: {_num(run)} of {_num(asked)} iterations"
+    if word == "reduced run":
+        return word, f"{_num(asked)} of {_num(total)} iterations asked for, stopped early {stop}; " \
+                     f"{mean - pub:+.2f} points"
+    return "stopped early", f"{stop}; {word}" + (f", {why}" if why else "")
 
 
 _SINCE = re.compile(r"since commit ([0-9a-f]{7,40})")
