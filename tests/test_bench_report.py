@@ -1,12 +1,15 @@
 """``BENCHMARKS.md`` from results files: rows whose method stopped its own run (not reduced runs),
-old rows read the same way, and a tiny real row that stops early."""
+old rows read the same way, a tiny real row that stops early; a suite's declared figure."""
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from datadistill.bench.__main__ import main
 from datadistill.bench.report import STATUS_RULE, status, summary_table
 from datadistill.bench.report.cells import _iters
+from datadistill.bench.suites import SuiteError, load_suite
 
 
 def _row(rid: str, **kw) -> dict:
@@ -112,3 +115,96 @@ def test_a_real_row_that_stops_early_is_recorded_and_reported(tmp_path):
     run = row["iterations_run"]
     assert f"| {run} (stopped) / 12 |" in text
     assert f"**stopped early** (by its own rule: {run} of 12 iterations; reproduced" in text
+
+
+# -- a suite's figure -----------------------------------------------------------------------------
+def _results(rows: dict) -> dict:
+    from datadistill.bench.results import SCHEMA
+
+    return {"schema": SCHEMA, "suite": "scaling", "title": "Scaling", "notes": "", "units": {},
+            "machine": {}, "rows": rows}
+
+
+def _scaling_rows() -> dict:
+    rows = {}
+    for method, base, storage in (("dm", 60.0, None), ("random", 40.0, "uint8")):
+        for ipc in (1, 10, 50):
+            rid = f"{method}-ipc{ipc}"
+            rows[rid] = {**_row(rid, method=method, iterations_run=0 if method == "random" else 20,
+                                accuracy={"mean": base + ipc / 5, "std": 0.5, "n": 2}),
+                         "budget": {"ipc": ipc}, "stored_bytes": ipc * 640 * (1 if storage else 4)}
+            if storage:
+                rows[rid]["declared"]["set"] = {"storage": storage}
+    rows["speed"] = {"id": "speed", "kind": "speed", "status": "done"}  # (not plotted)
+    return rows
+
+
+def _bench(tmp_path, figure: str, rows: dict | None = None):
+    root = tmp_path / "bench"
+    (root / "suites").mkdir(parents=True)
+    (root / "results").mkdir()
+    (root / "suites" / "scaling.toml").write_text(
+        f'title = "Scaling"\n{figure}\n[[rows]]\nid = "dm-ipc1"\nmethod = "dm"\n'
+        f'dataset = "digits"\nipc = 1\n')
+    (root / "results" / "scaling.json").write_text(json.dumps(_results(rows or _scaling_rows())))
+    return root
+
+
+def test_a_suite_figure_is_drawn_and_shown_in_its_section(tmp_path):
+    from datadistill.bench.report.figure import series
+
+    root = _bench(tmp_path, 'figure = {x = "ipc", title = "Accuracy against IPC"}')
+    out = root.parent / "BENCHMARKS.md"  # beside bench/, as in the repository
+    assert main(["--bench-dir", str(root), "report", "--out", str(out)]) == 0
+    png = root / "results" / "scaling.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    text = out.read_text()
+    section = text[text.index("## Scaling (`scaling`)"):]
+    assert "![Accuracy against IPC](bench/results/scaling.png)" in section
+    assert "protocol fast" in section and "examples per class" in section
+    lines = series(_results(_scaling_rows()), "ipc")
+    assert [k[0] for k in lines] == ["dm", "random, uint8"]  # method + storage
+    assert [p["x"] for p in lines[("dm", "fast", "accuracy %")]] == [1.0, 10.0, 50.0]
+    # regenerated without new results: the same bytes, the file not even rewritten
+    before = png.read_bytes()
+    png.unlink()
+    assert main(["--bench-dir", str(root), "report", "--out", str(out)]) == 0
+    assert png.read_bytes() == before  # deterministic (no date / version in the PNG)
+    stamp = png.stat().st_mtime_ns
+    assert main(["--bench-dir", str(root), "report", "--out", str(out)]) == 0
+    assert png.stat().st_mtime_ns == stamp
+    # another folder for BENCHMARKS.md: the link is relative to it
+    other = tmp_path / "docs" / "B.md"
+    other.parent.mkdir()
+    assert main(["--bench-dir", str(root), "report", "--out", str(other)]) == 0
+    assert "](../bench/results/scaling.png)" in other.read_text()
+
+
+def test_a_bytes_figure_and_a_suite_without_one(tmp_path):
+    from datadistill.bench.report.figure import series
+
+    lines = series(_results(_scaling_rows()), "bytes")
+    assert [p["x"] for p in lines[("random, uint8", "fast", "accuracy %")]] == [640.0, 6400.0, 32000.0]
+    root = _bench(tmp_path, 'figure = {x = "bytes"}')
+    assert main(["--bench-dir", str(root), "report", "--out", str(tmp_path / "B.md")]) == 0
+    assert (root / "results" / "scaling.png").stat().st_size > 0
+    assert "![Scaling](bench/results/scaling.png)" in (tmp_path / "B.md").read_text()
+    plain = _bench(tmp_path / "plain", "")
+    assert main(["--bench-dir", str(plain), "report", "--out", str(tmp_path / "C.md")]) == 0
+    assert not (plain / "results" / "scaling.png").exists()
+    assert "![" not in (tmp_path / "C.md").read_text()
+
+
+@pytest.mark.parametrize("figure,match", [
+    ('figure = {x = "ipc", colour = "red"}', "colour"),
+    ('figure = {x = "epochs"}', "epochs"),
+    ('figure = {title = "no x"}', "figure x"),
+    ('figure = "ipc"', "figure"),
+    ('figure = {x = "ipc", title = 3}', "title"),
+])
+def test_a_bad_figure_is_a_suite_error(tmp_path, capsys, figure, match):
+    root = _bench(tmp_path, figure)
+    with pytest.raises(SuiteError, match=match):
+        load_suite(root / "suites" / "scaling.toml", check=False)
+    assert main(["--bench-dir", str(root), "report", "--out", str(tmp_path / "B.md")]) == 2
+    assert match in capsys.readouterr().err

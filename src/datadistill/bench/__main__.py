@@ -48,7 +48,7 @@ def cmd_report(args, layout: Layout) -> int:
     root = layout.root.resolve().parent
     out = Path(args.out) if args.out else root / "BENCHMARKS.md"
     parity = Path(args.parity_dir) if args.parity_dir else root / "tests" / "fixtures" / "parity"
-    print(write_report(layout.results, out, parity))
+    print(write_report(layout.results, out, parity, layout.suites))
     return 0
 
 

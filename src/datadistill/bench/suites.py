@@ -29,6 +29,11 @@ version of the library (``commit = "<git commit>"``, its speed settings then in 
 ``preset`` as that version had them) or another program (``external = "<command>"``, e.g.
 ``"python $DRIVER"``; see ``external.time_external``). Unknown keys, methods and datasets are
 errors that name them.
+
+A suite may declare ``figure = {x = "ipc" | "bytes", title = "..."}``: the report then draws
+``bench/results/<suite>.png`` from its results file (accuracy against examples per class or
+stored bytes, one line per method and storage; ``report/figure.py``) and shows it in the suite's
+section.
 """
 from __future__ import annotations
 
@@ -50,7 +55,10 @@ PUBLISHED_KEYS = {"accuracy", "std", "source", "iterations", "protocol", "note"}
 #: the fields of ``datadistill.runtime.RunOptions`` (this module never imports the library)
 RUN_KEYS = {"device", "precision", "threads", "compile", "fused", "channels_last", "chunk",
             "workers", "allocator", "release_memory", "fast_norm"}
-SUITE_KEYS = {"title", "notes", "defaults", "rows"}
+SUITE_KEYS = {"title", "notes", "defaults", "rows", "figure"}
+#: ``figure = {x, title}``: what the suite's figure plots against (``x``) and its title
+FIGURE_KEYS = {"x", "title"}
+FIGURE_X = ("ipc", "bytes")
 KINDS = ("accuracy", "speed")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -117,6 +125,8 @@ class Suite:
     notes: str
     rows: tuple[Row, ...]
     path: Path | None = None
+    #: ``{"x": "ipc" | "bytes", "title": str | None}`` when the suite declares a figure
+    figure: dict[str, Any] | None = None
 
     def row(self, row_id: str) -> Row:
         for r in self.rows:
@@ -213,6 +223,33 @@ def _robust(value: Any, kind: str, where: str) -> dict[str, Any] | None:
     return dict(value)
 
 
+def _figure(value: Any, where: str) -> dict[str, Any] | None:
+    """``figure = {x = "ipc" | "bytes", title = "..."}`` as the suite keeps it (None: none)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SuiteError(f"{where}: figure = {value!r}: a table {{x = \"ipc\" | \"bytes\", "
+                         f"title = \"...\"}}")
+    bad = sorted(set(value) - FIGURE_KEYS)
+    if bad:
+        raise SuiteError(f"{where}: unknown figure key(s) {bad}; known: {sorted(FIGURE_KEYS)}")
+    if value.get("x") not in FIGURE_X:
+        raise SuiteError(f"{where}: figure x = {value.get('x')!r}: one of {', '.join(FIGURE_X)} "
+                         f"(examples per class or stored bytes)")
+    if "title" in value and not isinstance(value["title"], str):
+        raise SuiteError(f"{where}: figure title = {value['title']!r}: a string")
+    return {"x": value["x"], "title": value.get("title")}
+
+
+def suite_figure(path: Path) -> dict[str, Any] | None:
+    """The ``figure`` a suite file declares (checked), without reading its rows."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SuiteError(f"{path}: not valid TOML: {e}") from None
+    return _figure(raw.get("figure"), str(path))
+
+
 def parse_suite(text: str, name: str, path: Path | None = None) -> Suite:
     """A ``Suite`` from TOML text; structure only (names are checked by ``check_suite``)."""
     try:
@@ -236,7 +273,8 @@ def parse_suite(text: str, name: str, path: Path | None = None) -> Suite:
                              f"names no earlier row of this suite")
         if r.vs is not None and r.vs not in ids:
             raise SuiteError(f"{path or name}: row {r.id}: vs = {r.vs!r} is not a row of this suite")
-    return Suite(name, raw.get("title", name), raw.get("notes", "").strip(), rows, path)
+    return Suite(name, raw.get("title", name), raw.get("notes", "").strip(), rows, path,
+                 _figure(raw.get("figure"), str(path or name)))
 
 
 def check_suite(suite: Suite) -> Suite:

@@ -109,10 +109,14 @@ def _where_table(rows: list[dict[str, Any]]) -> list[str]:
                    "summary", "notes"], body)
 
 
-def suite_section(suite: dict[str, Any], level: str = "##") -> list[str]:
+def suite_section(suite: dict[str, Any], level: str = "##",
+                  figure: list[str] | None = None) -> list[str]:
+    """The suite's heading, notes, its figure (``figure``: the markdown lines showing it, when
+    the suite declares one), its tables and where each row was measured."""
     lines = [f"{level} {suite['title']} (`{suite['suite']}`)", ""]
     if suite.get("notes"):
         lines += [suite["notes"], ""]
+    lines += figure or []
     rows = list(suite["rows"].values())
     acc = [r for r in rows if r.get("kind") != "speed"]
     speed = [r for r in rows if r.get("kind") == "speed"]

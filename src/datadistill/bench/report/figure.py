@@ -1,0 +1,124 @@
+"""A suite's figure (``figure = {x, title}`` in its TOML): accuracy against examples per class
+(``x = "ipc"``) or stored bytes (``x = "bytes"``) from its results file, drawn into
+``bench/results/<suite>.png`` and shown in the suite's section of ``BENCHMARKS.md``.
+
+One line per series: the rows of one method with the same storage precision and label settings
+(``set`` keys ``storage`` and ``*label*``) under one protocol, sorted by x; where a series has
+several rows at one x, the one with the most iterations. Each point: the mean with the
+population std (over models and seeds) as an error bar; log-x. The protocol is in the figure's
+subtitle when every row shares it, else in each series' legend entry. The PNG carries no
+metadata that varies between runs (``report.figures.to_png``) and is rewritten only when its
+bytes change, so regenerating the report without new results leaves it untouched.
+"""
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from .cells import _protocol, stored_bytes
+
+X_LABELS = {"ipc": "examples per class", "bytes": "stored bytes"}
+
+
+def _x(row: dict[str, Any], x: str) -> float | None:
+    if x == "ipc":
+        v = (row.get("budget") or {}).get("ipc")
+    else:
+        v = stored_bytes(row)
+    return float(v) if v else None
+
+
+def _series_key(row: dict[str, Any]) -> tuple[str, str, str]:
+    """(name, protocol, metric) of the line a row belongs to."""
+    d = row.get("declared") or {}
+    kept = {k: v for k, v in sorted((d.get("set") or {}).items())
+            if k == "storage" or "label" in k}
+    name = ", ".join([str(d.get("method") or row.get("method") or "?")]
+                     + [str(v) if k == "storage" else f"{k}={v}" for k, v in kept.items()])
+    return name, _protocol(row), row.get("metric") or "accuracy %"
+
+
+def series(suite: dict[str, Any], x: str) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """The plotted points per series: {x, mean, std, row}, sorted by x."""
+    out: dict[tuple[str, str, str], dict[float, dict[str, Any]]] = {}
+    for r in suite["rows"].values():
+        mean = (r.get("accuracy") or {}).get("mean")
+        xv = _x(r, x)
+        if r.get("kind") != "accuracy" or r.get("status") != "done" or mean is None or xv is None:
+            continue
+        pts = out.setdefault(_series_key(r), {})
+        old = pts.get(xv)
+        if old is None or (r.get("iterations_run") or 0) >= (old["row"].get("iterations_run") or 0):
+            pts[xv] = {"x": xv, "mean": float(mean),
+                       "std": float((r.get("accuracy") or {}).get("std") or 0.0), "row": r["id"]}
+    return {k: [v[xv] for xv in sorted(v)] for k, v in sorted(out.items())}
+
+
+def caption(suite: dict[str, Any], spec: dict[str, Any]) -> str:
+    lines = series(suite, spec["x"])
+    protos = sorted({k[1] for k in lines})
+    metric = sorted({k[2] for k in lines})
+    return (f"{' / '.join(metric) or 'accuracy %'}: mean over models and seeds, population std as "
+            f"error bars, against {X_LABELS[spec['x']]} (log scale); one line per method and "
+            f"storage" + (f"; protocol {protos[0]}" if len(protos) == 1 else
+                          "; protocols in the legend") + ".")
+
+
+def draw(suite: dict[str, Any], spec: dict[str, Any]) -> bytes | None:
+    """The figure as PNG bytes; None when no row has a point to plot."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    from ...report.figures import color, figure, marker, to_png
+
+    lines = series(suite, spec["x"])
+    if not lines:
+        return None
+    protos = {k[1] for k in lines}
+    metrics = sorted({k[2] for k in lines})
+    title = textwrap.fill(spec.get("title") or suite.get("title") or suite["suite"], 70)
+    if len(protos) == 1:
+        title += f"\nprotocol: {next(iter(protos))}"
+    with figure(6.0, 3.8) as (fig, ax):
+        for i, ((name, proto, _), pts) in enumerate(lines.items()):
+            label = name if len(protos) == 1 else f"{name} [{proto}]"
+            ax.errorbar([p["x"] for p in pts], [p["mean"] for p in pts],
+                        yerr=[p["std"] for p in pts], color=color(i), marker=marker(i),
+                        capsize=3, lw=1.2, ms=5, label=label)
+        ax.set_xscale("log")
+        xs = sorted({p["x"] for pts in lines.values() for p in pts})
+        if spec["x"] == "ipc":  # the examples-per-class values themselves as ticks
+            ax.set_xticks(xs)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlim(xs[0] / 1.5, xs[-1] * 1.5)
+        ax.set_xlabel(X_LABELS[spec["x"]] + " (log scale)")
+        ax.set_ylabel(" / ".join(metrics))
+        ax.set_title(title, fontsize=9)
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+        return to_png(fig)
+
+
+def write_figure(suite: dict[str, Any], spec: dict[str, Any], path: Path) -> Path | None:
+    """Draw the suite's figure into ``path`` (only when its bytes change); None when nothing to
+    plot."""
+    png = draw(suite, spec)
+    if png is None:
+        return None
+    path = Path(path)
+    if not (path.exists() and path.read_bytes() == png):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(png)
+        os.replace(tmp, path)
+    return path
+
+
+def figure_lines(suite: dict[str, Any], spec: dict[str, Any], png: Path, md: Path) -> list[str]:
+    """The markdown that shows ``png`` in a file at ``md`` (a path relative to it)."""
+    rel = os.path.relpath(Path(png).resolve(), Path(md).resolve().parent).replace(os.sep, "/")
+    alt = (spec.get("title") or suite.get("title") or suite["suite"]).replace("[", "(").replace("]", ")")
+    return [f"![{alt}]({rel})", "", f"*Figure: {caption(suite, spec)} Drawn by "
+            f"`python -m datadistill.bench report` from `bench/results/{suite['suite']}.json`.*",
+            ""]
