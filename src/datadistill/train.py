@@ -6,6 +6,7 @@ reference and methods that train networks on summaries all call ``train_model``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,8 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generato
                 on_epoch: Callable[[int, float], None] | None = None,
                 optimizer: torch.optim.Optimizer | None = None, compile: bool = False,
                 schedule: str = "fraction", check_finite: bool = True,
-                cutmix: CutMix | None = None) -> nn.Module:
+                cutmix: CutMix | None = None, resume: dict[str, Any] | None = None,
+                on_state: Callable[[dict[str, Any]], None] | None = None) -> nn.Module:
     """SGD with momentum on ``(x, y)``, lr x0.1 at ``decay_at`` of the epochs, shuffled
     mini-batches from ``generator``; per-example DSA when given, then CutMix when given
     (``cutmix.CutMix``: per mini-batch, after DSA, its draws from ``generator``; the loss is
@@ -67,7 +69,14 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generato
     ``reference`` schedule's new optimizer takes the given optimizer's momentum and weight decay).
     ``compile`` runs the forward and backward through ``torch.compile`` (the same math: the norm,
     activation and pooling passes are fused; on CPU about 1.3-1.5x faster per step for the field's
-    ConvNet, after a one-off compilation of ~10 s). Returns the trained model (in eval mode)."""
+    ConvNet, after a one-off compilation of ~10 s).
+
+    ``on_state`` is called after every pass with the training's state at that point: ``epoch``
+    (passes done), ``model`` and ``optimizer`` (their ``state_dict``s: live tensors, to be saved
+    or copied during the call; the ``reference`` schedule's new optimizer once it replaced the
+    old one), ``generator`` (its state). Passing such a state back as ``resume``, to a call with
+    the same data and arguments, continues after that pass and ends with the same model, bit for
+    bit, as the uninterrupted training. Returns the trained model (in eval mode)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
     x, y = x.detach(), y.detach()
@@ -88,9 +97,17 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generato
         passes = epochs + 1
         decay_epoch = int(epochs * decay_at) + 2 if decay_at else None
     n, dev = x.shape[0], x.device
+    start = 0
+    if resume is not None:  # the state ``on_state`` was given after pass ``epoch``
+        start = int(resume["epoch"])
+        if not 0 <= start <= passes:
+            raise ValueError(f"cannot resume after pass {start} of a {passes}-pass training")
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])  # (lr, momentum buffers: past any decay)
+        generator.set_state(resume["generator"])
     model.train()
     fwd = torch.compile(model, dynamic=False) if compile else model
-    for ep in range(passes):
+    for ep in range(start, passes):
         if ep == decay_epoch:
             if schedule == "reference":  # a new optimizer: the momentum buffer restarts
                 g0 = opt.param_groups[0]
@@ -125,6 +142,9 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, generato
             total += loss.detach().double() * len(idx)
         if on_epoch is not None:
             on_epoch(ep, float(total) / n)
+        if on_state is not None:
+            on_state({"epoch": ep + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                      "generator": generator.get_state()})
     return model.eval()
 
 
