@@ -136,6 +136,13 @@ class Suite:
                          f"{', '.join(r.id for r in self.rows)}")
 
 
+def _known(table: dict[str, Any], known: set[str], what: str, where: str) -> None:
+    """``SuiteError`` naming the keys of ``table`` outside ``known`` (``what``: their name)."""
+    bad = sorted(set(table) - known)
+    if bad:
+        raise SuiteError(f"{where}: unknown {what} {bad}; known: {sorted(known)}")
+
+
 def _row(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Row:
     merged = {**defaults, **raw}
     unknown = sorted(set(merged) - ROW_KEYS)
@@ -148,12 +155,8 @@ def _row(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Row:
         raise SuiteError(f"{where}: row id {merged['id']!r} must be letters, digits, '.', '_', '-'")
     if merged.get("kind", "accuracy") not in KINDS:
         raise SuiteError(f"{where}: kind {merged['kind']!r} is not one of {KINDS}")
-    bad = sorted(set(merged.get("run", {})) - RUN_KEYS)
-    if bad:
-        raise SuiteError(f"{where}: unknown run option(s) {bad}; known: {sorted(RUN_KEYS)}")
-    bad = sorted(set(merged.get("published", {})) - PUBLISHED_KEYS)
-    if bad:
-        raise SuiteError(f"{where}: unknown published key(s) {bad}; known: {sorted(PUBLISHED_KEYS)}")
+    _known(merged.get("run", {}), RUN_KEYS, "run option(s)", where)
+    _known(merged.get("published", {}), PUBLISHED_KEYS, "published key(s)", where)
     if merged.get("repeats", 1) < 1 or (merged.get("repeats", 1) > 1
                                         and merged.get("kind", "accuracy") != "speed"):
         raise SuiteError(f"{where}: repeats = {merged['repeats']!r}: a speed row's repeat count >= 1")
@@ -214,9 +217,7 @@ def _robust(value: Any, kind: str, where: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise SuiteError(f"{where}: robust = {value!r}: true, false or a table with "
                          f"{sorted(ROBUST_KEYS)}")
-    bad = sorted(set(value) - ROBUST_KEYS)
-    if bad:
-        raise SuiteError(f"{where}: unknown robust key(s) {bad}; known: {sorted(ROBUST_KEYS)}")
+    _known(value, ROBUST_KEYS, "robust key(s)", where)
     for k in ("lrs_weight", "ars_weight"):
         if k in value and not (isinstance(value[k], (int, float)) and 0.0 <= value[k] <= 1.0):
             raise SuiteError(f"{where}: robust {k} = {value[k]!r} must be in [0, 1]")
@@ -230,9 +231,7 @@ def _figure(value: Any, where: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise SuiteError(f"{where}: figure = {value!r}: a table {{x = \"ipc\" | \"bytes\", "
                          f"title = \"...\"}}")
-    bad = sorted(set(value) - FIGURE_KEYS)
-    if bad:
-        raise SuiteError(f"{where}: unknown figure key(s) {bad}; known: {sorted(FIGURE_KEYS)}")
+    _known(value, FIGURE_KEYS, "figure key(s)", where)
     if value.get("x") not in FIGURE_X:
         raise SuiteError(f"{where}: figure x = {value.get('x')!r}: one of {', '.join(FIGURE_X)} "
                          f"(examples per class or stored bytes)")
@@ -256,9 +255,7 @@ def parse_suite(text: str, name: str, path: Path | None = None) -> Suite:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SuiteError(f"{path or name}: not valid TOML: {e}") from None
-    unknown = sorted(set(raw) - SUITE_KEYS)
-    if unknown:
-        raise SuiteError(f"{path or name}: unknown top-level key(s) {unknown}; known: {sorted(SUITE_KEYS)}")
+    _known(raw, SUITE_KEYS, "top-level key(s)", f"{path or name}")
     defaults = raw.get("defaults", {})
     rows = tuple(_row(r, defaults, f"{path or name}: row {i + 1} ({r.get('id', '?')})")
                  for i, r in enumerate(raw.get("rows", [])))
