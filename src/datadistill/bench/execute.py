@@ -208,6 +208,9 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
         "peak_rss_bytes": max(max(r["distill"]["peak_rss_bytes"], r["evaluate"]["peak_rss_bytes"])
                               for r in per_seed),
         "stored_bytes": first["distill"].get("stored_bytes"),
+        # a ``compact`` row: the bytes of the summary before its conversion
+        **({"compacted_from": first["distill"]["compacted_from"]}
+           if first["distill"].get("compacted_from") is not None else {}),
         **({"robust": robust} if robust else {}),
         **({"curve": curve} if curve is not None else {}),
         "run_resolved": {"distill": first["distill"].get("run"), "evaluate": first.get("run")},

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,13 @@ def check_row(row, suite: str | None = None) -> None:
         raise ValueError(f"baseline {row.method!r} takes no preset, and of set only storage")
     if row.from_summary is not None and row.from_summary.split("/")[0] != suite:
         kept_summary_path(row)  # the named row's summary exists, unchanged
+    if row.compact:  # option names / types now; the summary's kind when it is converted
+        from datadistill.compact import VALUE_DTYPES, check_dtype
+
+        if "dtype" in row.compact:
+            check_dtype(row.compact["dtype"], VALUE_DTYPES)
+        if "edge_dtype" in row.compact:
+            check_dtype(row.compact["edge_dtype"], VALUE_DTYPES, "edge_dtype")
     if row.curve and row.method not in DISTILLERS:
         raise ValueError(f"a curve follows a distillation; baseline {row.method!r} has none")
     run_options(row)  # unknown / invalid run option -> ConfigError
@@ -174,18 +182,16 @@ def distill_summary(row, real, seed: int, workdir: Path, *, resume: bool,
         from datadistill.synsets import load_summary
 
         syn = load_summary(kept_summary_path(row))
-        syn.save(workdir / "summary")
         its = int(syn.meta.get("iterations") or 0)
         asked = (syn.meta.get("params") or {}).get("iterations")
-        return {"iterations": its, "stored_bytes": int(syn.stored_bytes()), "run": None,
+        return {"iterations": its, **_store(row, syn, workdir), "run": None,
                 "from_summary": row.from_summary, "requested": asked,
                 "stopped_early": asked is not None and its < int(asked)}
     if is_baseline(row.method):
         syn = select_baseline(row, real, seed)
         if "storage" in row.set:  # real examples stored at a lower precision (fixed-bytes rows)
             syn.set_storage(row.set["storage"])
-        syn.save(workdir / "summary")
-        return {"iterations": 0, "stored_bytes": int(syn.stored_bytes()), "run": None,
+        return {"iterations": 0, **_store(row, syn, workdir), "run": None,
                 "requested": None, "stopped_early": False}
     d = _distiller(row, seed=seed)
     syn = d.init_synset(real, **row.budget)
@@ -202,10 +208,27 @@ def distill_summary(row, real, seed: int, workdir: Path, *, resume: bool,
         callbacks.append(snapshot)
     d.distill(real, syn, callbacks, workdir=workdir, resume=can_resume, run=run_options(row))
     its = int(syn.meta.get("iterations", d.iterations))
+    stored = _store(row, syn, workdir) if row.compact else {"stored_bytes": int(syn.stored_bytes())}
     # ``stopped_``: the method ended the run by its own rule (``distillers/early_stop.py``)
-    return {"iterations": its, "stored_bytes": int(syn.stored_bytes()), "run": d.run_.to_dict(),
+    return {"iterations": its, **stored, "run": d.run_.to_dict(),
             "requested": int(d.iterations),
             "stopped_early": bool(getattr(d, "stopped_", False)) and its < d.iterations}
+
+
+def _store(row, syn, workdir: Path) -> dict[str, Any]:
+    """Save ``syn`` as the row's ``workdir/summary`` — converted by ``compact`` first when the
+    row declares it (``compacted_from``: the bytes before) — and return its stored bytes."""
+    dest = workdir / "summary"
+    if not row.compact:
+        syn.save(dest)
+        return {"stored_bytes": int(syn.stored_bytes())}
+    from datadistill.compact import compact
+
+    small = compact(syn, **row.compact)
+    if dest.exists():  # a fresh folder: nothing of the source's kind (generator...) stays beside
+        shutil.rmtree(dest)
+    small.save(dest)
+    return {"stored_bytes": int(small.stored_bytes()), "compacted_from": int(syn.stored_bytes())}
 
 
 def requested_iterations(method: str, preset: str | None = None,

@@ -20,6 +20,11 @@ point with the distillation CPU-seconds spent up to it (evaluation excluded).
 (the row's ``method`` names what made it; nothing is distilled or timed). The summary is read
 from ``bench/summaries`` when it was kept there, else from that row's run folder, and must have
 the sha256 that row's results record.
+``compact = {topk, dtype, threshold, edge_dtype}`` converts the row's summary (its own, or the
+one ``from_summary`` names) with ``datadistill.compact.compact`` before it is evaluated and its
+bytes counted: recommender rows keep the top-k entries per fake user at a precision, graph rows
+store features / edge weights compactly above a threshold (the conversion a user runs as
+``datadistill compact RUN ...``).
 ``byte_budget = <bytes>`` declares that the row is compared with the other rows of its dataset
 at that number of stored bytes (the report's fixed-bytes table; a row storing more is flagged).
 ``kind = "speed"`` rows time ``timed`` iterations after ``warmup`` ones (``vs`` names the row to
@@ -47,7 +52,7 @@ ROW_KEYS = {
     "id", "kind", "method", "label", "dataset", "data_dir", "ipc", "ratio", "users", "preset",
     "set", "iterations", "protocol", "num_models", "models", "seeds", "run", "published",
     "summary", "notes", "timed", "warmup", "vs", "repeats", "commit", "external", "robust",
-    "byte_budget", "curve", "from_summary",
+    "byte_budget", "curve", "from_summary", "compact",
 }
 #: ``robust = {...}``: the arguments of ``robust_scores`` a row may set (defaults: the library's)
 ROBUST_KEYS = {"full", "lrs_weight", "ars_weight"}
@@ -58,6 +63,8 @@ RUN_KEYS = {"device", "precision", "threads", "compile", "fused", "channels_last
 SUITE_KEYS = {"title", "notes", "defaults", "rows", "figure"}
 #: ``figure = {x, title}``: what the suite's figure plots against (``x``) and its title
 FIGURE_KEYS = {"x", "title"}
+#: ``compact = {...}``: the arguments of ``datadistill.compact.compact`` a row may set
+COMPACT_KEYS = {"topk", "dtype", "threshold", "edge_dtype"}
 FIGURE_X = ("ipc", "bytes")
 KINDS = ("accuracy", "speed")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -104,6 +111,8 @@ class Row:
     curve: tuple[int, ...] = ()
     #: "<suite>/<row>[/s<seed>]": evaluate the summary that row made instead of distilling
     from_summary: str | None = None
+    #: ``datadistill.compact.compact`` options: the summary is converted before it is evaluated
+    compact: dict[str, Any] | None = None
 
     @property
     def budget(self) -> dict[str, Any]:
@@ -179,6 +188,15 @@ def _row(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Row:
         if not re.match(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(/s\d+)?$", str(merged["from_summary"])):
             raise SuiteError(f"{where}: from_summary = {merged['from_summary']!r}: "
                              f"'<suite>/<row>' or '<suite>/<row>/s<seed>'")
+    if "compact" in merged:
+        c = merged["compact"]
+        if not isinstance(c, dict) or not c:
+            raise SuiteError(f"{where}: compact = {c!r}: a table of compact options, e.g. "
+                             f"{{topk = 50, dtype = \"uint8\"}}")
+        _known(c, COMPACT_KEYS, "compact option(s)", where)
+        if merged.get("kind", "accuracy") != "accuracy" or merged.get("curve"):
+            raise SuiteError(f"{where}: compact converts the summary an accuracy row evaluates "
+                             f"(no curve)")
     if "models" in merged:
         merged["models"] = tuple(merged["models"])
     if "seeds" in merged:
