@@ -195,7 +195,34 @@ def test_a_bytes_figure_and_a_suite_without_one(tmp_path):
     assert "![" not in (tmp_path / "C.md").read_text()
 
 
+def test_a_figure_draws_rows_of_other_suites_it_names_and_compact_layouts_apart(tmp_path):
+    from datadistill.bench.report import suite_figures
+    from datadistill.bench.report.figure import caption, series, with_also
+
+    rows = _scaling_rows()
+    rows["dm-ipc10"]["declared"]["compact"] = {"topk": 5, "dtype": "uint8"}
+    keys = [k[0] for k in series(_results(rows), "bytes")]
+    assert keys == ["dm", "dm, compact top-5 uint8", "random, uint8"]
+    root = _bench(tmp_path, 'figure = {x = "ipc", also = ["other/kfs-ipc10", "other/not-run"]}')
+    other = _results({"kfs-ipc10": {**_row("kfs-ipc10", method="kfs", iterations_run=200,
+                                            accuracy={"mean": 77.0, "std": 0.1, "n": 2}),
+                                    "budget": {"ipc": 10}, "stored_bytes": 6000}})
+    (root / "results" / "other.json").write_text(json.dumps({**other, "suite": "other"}))
+    by_name = {"scaling": _results(_scaling_rows()), "other": {**other, "suite": "other"}}
+    spec = {"x": "ipc", "title": None, "also": ["other/kfs-ipc10", "other/not-run"]}
+    merged = with_also(by_name["scaling"], spec, by_name)
+    lines = series(merged, "ipc")
+    assert [(p["x"], p["mean"], p["row"]) for p in lines[("kfs", "fast", "accuracy %")]] == \
+        [(10.0, 77.0, "other/kfs-ipc10")]
+    assert "Also drawn from other suites: other/kfs-ipc10." in caption(merged, spec)
+    shown = suite_figures(list(by_name.values()), root / "suites", root / "results",
+                          tmp_path / "B.md")
+    assert "other/kfs-ipc10" in " ".join(shown["scaling"])
+
+
 @pytest.mark.parametrize("figure,match", [
+    ('figure = {x = "ipc", also = "scaling/x"}', "also"),
+    ('figure = {x = "ipc", also = ["no-slash"]}', "also"),
     ('figure = {x = "ipc", colour = "red"}', "colour"),
     ('figure = {x = "epochs"}', "epochs"),
     ('figure = {title = "no x"}', "figure x"),

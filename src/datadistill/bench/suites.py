@@ -35,7 +35,8 @@ version of the library (``commit = "<git commit>"``, its speed settings then in 
 ``"python $DRIVER"``; see ``external.time_external``). Unknown keys, methods and datasets are
 errors that name them.
 
-A suite may declare ``figure = {x = "ipc" | "bytes", title = "..."}``: the report then draws
+A suite may declare ``figure = {x = "ipc" | "bytes", title = "...", also = ["<suite>/<row>"]}``
+(``also``: rows of other suites drawn in it too): the report then draws
 ``bench/results/<suite>.png`` from its results file (accuracy against examples per class or
 stored bytes, one line per method and storage; ``report/figure.py``) and shows it in the suite's
 section.
@@ -61,8 +62,9 @@ PUBLISHED_KEYS = {"accuracy", "std", "source", "iterations", "protocol", "note"}
 RUN_KEYS = {"device", "precision", "threads", "compile", "fused", "channels_last", "chunk",
             "workers", "allocator", "release_memory", "fast_norm"}
 SUITE_KEYS = {"title", "notes", "defaults", "rows", "figure"}
-#: ``figure = {x, title}``: what the suite's figure plots against (``x``) and its title
-FIGURE_KEYS = {"x", "title"}
+#: ``figure = {x, title, also}``: what the suite's figure plots against (``x``), its title, and
+#: rows of other suites it draws too (``also = ["<suite>/<row>", ...]``)
+FIGURE_KEYS = {"x", "title", "also"}
 #: ``compact = {...}``: the arguments of ``datadistill.compact.compact`` a row may set
 COMPACT_KEYS = {"topk", "dtype", "threshold", "edge_dtype"}
 FIGURE_X = ("ipc", "bytes")
@@ -255,7 +257,12 @@ def _figure(value: Any, where: str) -> dict[str, Any] | None:
                          f"(examples per class or stored bytes)")
     if "title" in value and not isinstance(value["title"], str):
         raise SuiteError(f"{where}: figure title = {value['title']!r}: a string")
-    return {"x": value["x"], "title": value.get("title")}
+    also = value.get("also", [])
+    if not isinstance(also, list) or not all(
+            isinstance(a, str) and re.match(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$", a) for a in also):
+        raise SuiteError(f"{where}: figure also = {also!r}: a list of '<suite>/<row>' "
+                         f"(rows of other suites drawn in this figure too)")
+    return {"x": value["x"], "title": value.get("title"), "also": list(also)}
 
 
 def suite_figure(path: Path) -> dict[str, Any] | None:

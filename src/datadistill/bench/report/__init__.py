@@ -78,12 +78,15 @@ def suite_figures(data: list[dict[str, Any]], suites_dir: Path, results_dir: Pat
     from ..suites import suite_figure
 
     shown = {}
+    by_name = {s["suite"]: s for s in data}
     for s in data:
         toml = suites_dir / f"{s['suite']}.toml"
         spec = suite_figure(toml) if toml.exists() else None
         if spec is None:
             continue
-        from .figure import figure_lines, write_figure  # (matplotlib: only for a figure)
+        from .figure import figure_lines, with_also, write_figure  # (matplotlib: only for a figure)
+
+        s = with_also(s, spec, by_name)
 
         png = write_figure(s, spec, results_dir / f"{s['suite']}.png")
         if png is not None:

@@ -1,9 +1,9 @@
-"""A suite's figure (``figure = {x, title}`` in its TOML): accuracy against examples per class
+"""A suite's figure (``figure = {x, title, also}`` in its TOML): accuracy against examples per class
 (``x = "ipc"``) or stored bytes (``x = "bytes"``) from its results file, drawn into
 ``bench/results/<suite>.png`` and shown in the suite's section of ``BENCHMARKS.md``.
 
 One line per series: the rows of one method with the same storage precision and label settings
-(``set`` keys ``storage`` and ``*label*``) under one protocol, sorted by x; where a series has
+(``set`` keys ``storage`` and ``*label*``) and compact layout (``compact``) under one protocol, sorted by x; where a series has
 several rows at one x, the one with the most iterations. Each point: the mean with the
 population std (over models and seeds) as an error bar; log-x. The protocol is in the figure's
 subtitle when every row shares it, else in each series' legend entry. The PNG carries no
@@ -35,8 +35,11 @@ def _series_key(row: dict[str, Any]) -> tuple[str, str, str]:
     d = row.get("declared") or {}
     kept = {k: v for k, v in sorted((d.get("set") or {}).items())
             if k == "storage" or "label" in k}
+    comp = d.get("compact") or {}
     name = ", ".join([str(d.get("method") or row.get("method") or "?")]
-                     + [str(v) if k == "storage" else f"{k}={v}" for k, v in kept.items()])
+                     + [str(v) if k == "storage" else f"{k}={v}" for k, v in kept.items()]
+                     + ([" ".join(["compact"] + ([f"top-{comp['topk']}"] if comp.get("topk") else [])
+                                  + [str(comp.get("dtype") or "float16")])] if comp else []))
     return name, _protocol(row), row.get("metric") or "accuracy %"
 
 
@@ -56,14 +59,33 @@ def series(suite: dict[str, Any], x: str) -> dict[tuple[str, str, str], list[dic
     return {k: [v[xv] for xv in sorted(v)] for k, v in sorted(out.items())}
 
 
+def with_also(suite: dict[str, Any], spec: dict[str, Any],
+              by_name: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``suite`` with the rows its figure's ``also`` names ("<suite>/<row>") from the other
+    results (keyed by that name; a row not run yet is left out, and the caption says which
+    were drawn)."""
+    extra = {}
+    for ref in spec.get("also") or []:
+        other, rid = ref.split("/", 1)
+        row = ((by_name.get(other) or {}).get("rows") or {}).get(rid)
+        if row is not None:
+            extra[ref] = {**row, "id": ref}
+    if not extra:
+        return suite
+    return {**suite, "rows": {**suite["rows"], **extra}}
+
+
 def caption(suite: dict[str, Any], spec: dict[str, Any]) -> str:
     lines = series(suite, spec["x"])
     protos = sorted({k[1] for k in lines})
     metric = sorted({k[2] for k in lines})
+    drawn = {p["row"] for pts in lines.values() for p in pts}
+    also = [a for a in spec.get("also") or [] if a in drawn]
     return (f"{' / '.join(metric) or 'accuracy %'}: mean over models and seeds, population std as "
             f"error bars, against {X_LABELS[spec['x']]} (log scale); one line per method and "
             f"storage" + (f"; protocol {protos[0]}" if len(protos) == 1 else
-                          "; protocols in the legend") + ".")
+                          "; protocols in the legend") + "."
+            + (f" Also drawn from other suites: {', '.join(also)}." if also else ""))
 
 
 def draw(suite: dict[str, Any], spec: dict[str, Any]) -> bytes | None:
