@@ -47,6 +47,13 @@ def test_a_row_that_stopped_itself_is_not_a_reduced_run():
     row = _row("cf", iterations_run=80, iterations_requested=600, stopped_early=True,
                iterations_published=500)
     assert _iters(row) == "80 (stopped, of 600) / 500" and status(row)[0] == "stopped early"
+    # a published schedule without a published figure: still a reduced run, saying both
+    row = _row("kfs", iterations_run=200, iterations_requested=200, stopped_early=False,
+               iterations_published=20000)
+    assert status(row) == ("reduced run", "200 of 20,000 iterations; no published figure")
+    assert status(_row("kfs", iterations_run=20000, iterations_requested=20000,
+                       stopped_early=False, iterations_published=20000)) == \
+        ("no published figure", "")
     assert "stopped early" in STATUS_RULE
 
 

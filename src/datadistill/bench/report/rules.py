@@ -17,7 +17,7 @@ STATUS_RULE = (
     "is published. Otherwise **reduced run** when fewer iterations were asked for (or, without "
     "a stop, ran) than the published schedule; **reproduced** when the mean is at or above the "
     "published figure minus its published std, else **below published**; **no published "
-    "figure** when none is quoted. The reason follows the word. Rows recorded before the "
+    "figure** when none is quoted (a reduced run says so after its fraction of the schedule). The reason follows the word. Rows recorded before the "
     "runner kept the flag count as stopped early when they ran fewer iterations than they asked "
     "for (their `iterations`, else the method's default after their preset): the runner "
     "otherwise always runs what was asked.")
@@ -39,6 +39,9 @@ def status(row: dict[str, Any]) -> tuple[str, str]:
     run, total = row.get("iterations_run"), row.get("iterations_published")
     stopped = stopped_early(row)
     asked = requested_iterations(row) if stopped else run  # (a stop is no reduction)
+    if (pub is None or mean is None) and total and asked is not None and asked < total \
+            and not stopped:  # a published schedule without a published figure
+        return "reduced run", f"{_num(asked)} of {_num(total)} iterations; no published figure"
     if pub is None or mean is None:
         word, why = "no published figure", ""
     elif total and asked is not None and asked < total:
