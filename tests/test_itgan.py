@@ -242,3 +242,25 @@ def test_class_adam_is_torch_adam_per_class():
         ref.step()
     assert torch.allclose(p[:2], q, atol=1e-7) and torch.equal(p[2:], z[2:])
     assert opt.state[p]["step"].tolist() == [3.0, 0.0]
+
+
+def test_compact_stores_the_generated_images_at_a_precision(digits):
+    """``compact`` of an IT-GAN summary: its generated images alone (the fixed-bytes rows'
+    conversion), exactly at float32, quantized as stored at uint8; no top-k or threshold."""
+    from datadistill.compact import compact
+
+    syn = itgan_set(digits, ipc=2)
+    x = syn.materialize()[0].detach()
+    px = compact(syn)
+    assert px.kind == "pixels" and torch.equal(px.materialize()[0], x)
+    assert px.stored_bytes() < syn.stored_bytes() and px.meta["compacted_from"]["kind"] == "itgan"
+    u8 = compact(syn, dtype="uint8")
+    assert u8.stored_bytes() < px.stored_bytes() / 3
+    # the breakdown (`datadistill compact` prints it) is the saved tensors: it sums to the bytes
+    from datadistill.compact import bytes_breakdown
+    for s in (px, u8):
+        assert sum(bytes_breakdown(s).values()) == s.stored_bytes()
+    err = (u8.materialize()[0] - x).abs().max()
+    assert 0 < err <= (x.max() - x.min()) / 255 / 2 + 1e-6  # one rounding step of the range
+    with pytest.raises(ConfigError, match="dtype only"):
+        compact(syn, topk=3)

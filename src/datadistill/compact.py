@@ -33,6 +33,8 @@ from .errors import ConfigError
 VALUE_DTYPES = ("float32", "float16", "bfloat16", "uint8", "binary")
 #: feature types of compact graphs (features are dense, so never binary)
 FEATURE_DTYPES = ("float32", "float16", "bfloat16", "uint8")
+#: the storage precisions of image summaries an IT-GAN summary's generated images can take
+PIXEL_DTYPES = ("float32", "float16", "bfloat16", "uint8")
 _FLOATS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -113,7 +115,9 @@ def compact(syn, *, topk: int | None = None, dtype: str | None = None,
     per user (``None``: every non-zero) with values as ``dtype`` (default ``float16``).
     Node-classification graph summaries (``graph``): features as ``dtype`` (default ``float16``),
     the adjacency with entries below ``threshold`` (default: the summary's own) dropped, edge
-    weights as ``edge_dtype``. The copy keeps the source's metadata (method, parameters, seed...)
+    weights as ``edge_dtype``. IT-GAN summaries (``itgan``: latents + generator): the generated
+    images as a ``pixels`` summary at ``dtype`` (default float32; ``storage`` of image summaries),
+    whose bytes are the images and labels alone. The copy keeps the source's metadata (method, parameters, seed...)
     and records ``compacted_from`` (its kind and stored bytes) and ``compact`` (these options).
     """
     from .synsets.base import SyntheticSet
@@ -137,9 +141,16 @@ def compact(syn, *, topk: int | None = None, dtype: str | None = None,
 
         out = CompactGraphSet.from_graph(syn, dtype=dtype or "float16", threshold=threshold,
                                          edge_dtype=edge_dtype)
+    elif getattr(syn, "kind", None) == "itgan":
+        if topk is not None or threshold is not None:
+            raise ConfigError("an IT-GAN summary converts to its generated images: dtype only")
+        out = syn.to_pixels()  # the images alone, without latents and generator
+        if dtype not in (None, "float32"):
+            out.set_storage(check_dtype(dtype, PIXEL_DTYPES))
     else:
         raise ConfigError(f"no compact storage for {syn.kind!r} summaries of {modality} data "
-                          f"(recommender rows and node-classification graphs have one)")
+                          f"(recommender rows, node-classification graphs and IT-GAN summaries "
+                          f"have one)")
     out.meta = {k: v for k, v in syn.meta.items()}
     out.meta["compacted_from"] = {"kind": syn.kind, "stored_bytes": int(syn.stored_bytes()),
                                   **({"compacted_from": syn.meta["compacted_from"]}
@@ -151,8 +162,9 @@ def compact(syn, *, topk: int | None = None, dtype: str | None = None,
 
 def bytes_breakdown(syn) -> dict[str, Any]:
     """What a summary stores, part by part, in bytes (recommender rows and graphs have their own
-    ``bytes_breakdown``; other summaries: one entry per tensor of the state dict)."""
+    ``bytes_breakdown``; other summaries: one entry per tensor as saved, at the storage
+    precision: uint8 data as codes plus their ``q.lo`` / ``q.hi`` ranges)."""
     own = getattr(syn, "bytes_breakdown", None)
     if callable(own):
         return own()
-    return {k: nbytes(v) for k, v in syn.state_dict().items()}
+    return {k: nbytes(v) for k, v in syn._stored_state().items()}

@@ -1,5 +1,6 @@
 """The commands on one saved summary: ``show`` (describe it, export a picture / .npz / .csv)
-and ``compact`` (a sparse, quantized copy of a recommender or graph summary, ``compact.py``)."""
+and ``compact`` (a sparse, quantized copy of a recommender or graph summary, or an IT-GAN
+summary's generated images, ``compact.py``)."""
 from __future__ import annotations
 
 import json
@@ -77,13 +78,15 @@ def add_show(sub) -> None:
 
 
 def add_compact(sub) -> None:
-    cp = sub.add_parser("compact", help="store a recommender or graph summary sparsely, quantized")
+    cp = sub.add_parser("compact", help="store a recommender or graph summary sparsely, quantized "
+                        "(an IT-GAN summary: its generated images)")
     cp.add_argument("summary", help="a run folder or summary folder")
     cp.add_argument("--out", required=True, help="folder for the compact summary (OUT/summary)")
     cp.add_argument("--topk", type=int, default=None,
                     help="recommender rows: keep each user's K largest entries (default: all non-zeros)")
     cp.add_argument("--dtype", default=None, help="values (rows) or features (graphs): float32, "
-                    "float16 (default), uint8 (affine per row), binary (rows only: kept entries = 1)")
+                    "float16 (default), uint8 (affine per row), binary (rows only: kept entries = 1); "
+                    "IT-GAN: the images' storage precision (default float32)")
     cp.add_argument("--threshold", type=float, default=None,
                     help="graphs: drop adjacency entries below this (default: the summary's own)")
     cp.add_argument("--edge-dtype", default="float16",
