@@ -242,3 +242,18 @@ def test_a_bad_figure_is_a_suite_error(tmp_path, capsys, figure, match):
         load_suite(root / "suites" / "scaling.toml", check=False)
     assert main(["--bench-dir", str(root), "report", "--out", str(tmp_path / "B.md")]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_a_suite_table_has_stored_bytes_and_aligns_a_running_row():
+    from datadistill.bench.report.sections import suite_section
+
+    rows = {"done": {**_row("done", iterations_run=5), "stored_bytes": 313700},
+            "busy": {"id": "busy", "kind": "accuracy", "status": "running",
+                     "declared": {"method": "kfs"}}}
+    lines = suite_section({**_results(rows), "suite": "s", "title": "S"})
+    table = [x for x in lines if x.startswith("| ") and "---" not in x][:3]
+    head, done, busy = table
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    assert cols[4] == "stored bytes" and done.strip("|").split("|")[4].strip() == "313,700"
+    assert head.count("|") == done.count("|") == busy.count("|")
+    assert busy.rstrip(" |").endswith("running")

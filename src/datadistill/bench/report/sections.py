@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cells import (_acc, _budget, _cpu, _env, _gib, _iters, _num, _protocol, _published,
-                    _table, _threads)
+from .cells import (_acc, _budget, _bytes, _cpu, _env, _gib, _iters, _num, _protocol,
+                    _published, _table, _threads, stored_bytes)
 from .rules import status
 
 
@@ -74,16 +74,18 @@ def _accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
     body = []
     for r in rows:
         if r.get("status") != "done":
-            body.append([r["id"], (r.get("declared") or {}).get("method", "?")] + [""] * 9
+            body.append([r["id"], (r.get("declared") or {}).get("method", "?")] + [""] * 11
                         + [r.get("status", "?")])
             continue
         word, why = status(r)
         per = "; ".join(f"{m} {v['mean']:.2f}" for m, v in (r.get("per_model") or {}).items()
                         if v.get("mean") is not None)
-        body.append([r["id"], r["label"], r["dataset"], _budget(r.get("budget") or {}), _acc(r),
-                     per, _protocol(r), _iters(r), _cpu(r), _cpu(r, "evaluate"),
-                     _gib(r.get("peak_rss_bytes")), _published(r), word])
-    return _table(["row", "method", "dataset", "budget", "result", "per model", "protocol",
+        body.append([r["id"], r["label"], r["dataset"], _budget(r.get("budget") or {}),
+                     _bytes(stored_bytes(r), units=False), _acc(r), per, _protocol(r), _iters(r),
+                     _cpu(r), _cpu(r, "evaluate"), _gib(r.get("peak_rss_bytes")), _published(r),
+                     word])
+    return _table(["row", "method", "dataset", "budget", "stored bytes", "result", "per model",
+                   "protocol",
                    "iterations run / published", "distillation CPU-s", "evaluation CPU-s",
                    "peak RSS", "published", "status"], body)
 
