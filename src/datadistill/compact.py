@@ -1,4 +1,5 @@
-"""Compact storage for sparse summaries: recommender user rows and synthetic graphs.
+"""Compact storage for sparse summaries: recommender user rows and synthetic graphs (and an
+IT-GAN summary's generated images, without its generator).
 
 A distilled recommender summary (Distill-CF) is a *dense, soft* matrix of fake users over all
 items; a graph summary (GCond) is dense features plus an adjacency that a generator produces.
@@ -33,8 +34,8 @@ from .errors import ConfigError
 VALUE_DTYPES = ("float32", "float16", "bfloat16", "uint8", "binary")
 #: feature types of compact graphs (features are dense, so never binary)
 FEATURE_DTYPES = ("float32", "float16", "bfloat16", "uint8")
-#: the storage precisions of image summaries an IT-GAN summary's generated images can take
-PIXEL_DTYPES = ("float32", "float16", "bfloat16", "uint8")
+#: the precisions an IT-GAN summary's generated images can be stored at (dense too: the same)
+PIXEL_DTYPES = FEATURE_DTYPES
 _FLOATS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -116,9 +117,9 @@ def compact(syn, *, topk: int | None = None, dtype: str | None = None,
     Node-classification graph summaries (``graph``): features as ``dtype`` (default ``float16``),
     the adjacency with entries below ``threshold`` (default: the summary's own) dropped, edge
     weights as ``edge_dtype``. IT-GAN summaries (``itgan``: latents + generator): the generated
-    images as a ``pixels`` summary at ``dtype`` (default float32; ``storage`` of image summaries),
-    whose bytes are the images and labels alone. The copy keeps the source's metadata (method, parameters, seed...)
-    and records ``compacted_from`` (its kind and stored bytes) and ``compact`` (these options).
+    images as a ``pixels`` summary at ``dtype`` (default float32; ``storage`` of image
+    summaries), whose bytes are the images and labels alone. The copy keeps the source's
+    metadata (method, parameters, seed...) and records ``compacted_from`` (its kind and stored bytes) and ``compact`` (these options).
     """
     from .synsets.base import SyntheticSet
 

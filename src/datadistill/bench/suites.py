@@ -23,8 +23,8 @@ the sha256 that row's results record.
 ``compact = {topk, dtype, threshold, edge_dtype}`` converts the row's summary (its own, or the
 one ``from_summary`` names) with ``datadistill.compact.compact`` before it is evaluated and its
 bytes counted: recommender rows keep the top-k entries per fake user at a precision, graph rows
-store features / edge weights compactly above a threshold (the conversion a user runs as
-``datadistill compact RUN ...``).
+store features / edge weights compactly above a threshold, an IT-GAN summary becomes its
+generated images (the conversion a user runs as ``datadistill compact RUN ...``).
 ``byte_budget = <bytes>`` declares that the row is compared with the other rows of its dataset
 at that number of stored bytes (the report's fixed-bytes table; a row storing more is flagged).
 ``kind = "speed"`` rows time ``timed`` iterations after ``warmup`` ones (``vs`` names the row to
@@ -70,6 +70,8 @@ COMPACT_KEYS = {"topk", "dtype", "threshold", "edge_dtype"}
 FIGURE_X = ("ipc", "bytes")
 KINDS = ("accuracy", "speed")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: "<suite>/<row>" (``from_summary`` also takes "/s<seed>" after it)
+_REF = r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+"
 
 
 class SuiteError(ValueError):
@@ -187,7 +189,7 @@ def _row(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Row:
                              f"without a curve")
         if len(merged.get("seeds", (0,))) != 1:
             raise SuiteError(f"{where}: from_summary names one summary: one seed")
-        if not re.match(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(/s\d+)?$", str(merged["from_summary"])):
+        if not re.fullmatch(_REF + r"(/s\d+)?", str(merged["from_summary"])):
             raise SuiteError(f"{where}: from_summary = {merged['from_summary']!r}: "
                              f"'<suite>/<row>' or '<suite>/<row>/s<seed>'")
     if "compact" in merged:
@@ -259,7 +261,7 @@ def _figure(value: Any, where: str) -> dict[str, Any] | None:
         raise SuiteError(f"{where}: figure title = {value['title']!r}: a string")
     also = value.get("also", [])
     if not isinstance(also, list) or not all(
-            isinstance(a, str) and re.match(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$", a) for a in also):
+            isinstance(a, str) and re.fullmatch(_REF, a) for a in also):
         raise SuiteError(f"{where}: figure also = {also!r}: a list of '<suite>/<row>' "
                          f"(rows of other suites drawn in this figure too)")
     return {"x": value["x"], "title": value.get("title"), "also": list(also)}
