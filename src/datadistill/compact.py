@@ -119,7 +119,8 @@ def compact(syn, *, topk: int | None = None, dtype: str | None = None,
     weights as ``edge_dtype``. IT-GAN summaries (``itgan``: latents + generator): the generated
     images as a ``pixels`` summary at ``dtype`` (default float32; ``storage`` of image
     summaries), whose bytes are the images and labels alone. The copy keeps the source's
-    metadata (method, parameters, seed...) and records ``compacted_from`` (its kind and stored bytes) and ``compact`` (these options).
+    metadata (method, parameters, seed...) and records ``compacted_from`` (its kind and stored
+    bytes) and ``compact`` (these options).
     """
     from .synsets.base import SyntheticSet
 

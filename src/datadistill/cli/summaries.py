@@ -85,8 +85,8 @@ def add_compact(sub) -> None:
     cp.add_argument("--topk", type=int, default=None,
                     help="recommender rows: keep each user's K largest entries (default: all non-zeros)")
     cp.add_argument("--dtype", default=None, help="values (rows) or features (graphs): float32, "
-                    "float16 (default), uint8 (affine per row), binary (rows only: kept entries = 1); "
-                    "IT-GAN: the images' storage precision (default float32)")
+                    "float16 (default), uint8 (affine per row), binary (rows only: kept entries = "
+                    "1); IT-GAN: the images' storage precision (default float32)")
     cp.add_argument("--threshold", type=float, default=None,
                     help="graphs: drop adjacency entries below this (default: the summary's own)")
     cp.add_argument("--edge-dtype", default="float16",

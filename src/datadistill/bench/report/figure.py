@@ -3,9 +3,9 @@
 ``bench/results/<suite>.png`` and shown in the suite's section of ``BENCHMARKS.md``.
 
 One line per series: the rows of one method with the same storage precision and label settings
-(``set`` keys ``storage`` and ``*label*``) and compact layout (``compact``) under one protocol, sorted by x; where a series has
-several rows at one x, the one with the most iterations. Each point: the mean with the
-population std (over models and seeds) as an error bar; log-x. The protocol is in the figure's
+(``set`` keys ``storage`` and ``*label*``) and compact layout (``compact``) under one protocol,
+sorted by x; where a series has several rows at one x, the one with the most iterations. Each
+point: the mean with the population std (over models and seeds) as an error bar; log-x. The protocol is in the figure's
 subtitle when every row shares it, else in each series' legend entry. The PNG carries no
 metadata that varies between runs (``report.figures.to_png``) and is rewritten only when its
 bytes change, so regenerating the report without new results leaves it untouched.
@@ -36,10 +36,11 @@ def _series_key(row: dict[str, Any]) -> tuple[str, str, str]:
     kept = {k: v for k, v in sorted((d.get("set") or {}).items())
             if k == "storage" or "label" in k}
     comp = d.get("compact") or {}
+    layout = ["compact"] + ([f"top-{comp['topk']}"] if comp.get("topk") else []) \
+        + [str(comp.get("dtype") or "float16")]
     name = ", ".join([str(d.get("method") or row.get("method") or "?")]
                      + [str(v) if k == "storage" else f"{k}={v}" for k, v in kept.items()]
-                     + ([" ".join(["compact"] + ([f"top-{comp['topk']}"] if comp.get("topk") else [])
-                                  + [str(comp.get("dtype") or "float16")])] if comp else []))
+                     + ([" ".join(layout)] if comp else []))
     return name, _protocol(row), row.get("metric") or "accuracy %"
 
 

@@ -17,10 +17,11 @@ STATUS_RULE = (
     "is published. Otherwise **reduced run** when fewer iterations were asked for (or, without "
     "a stop, ran) than the published schedule; **reproduced** when the mean is at or above the "
     "published figure minus its published std, else **below published**; **no published "
-    "figure** when none is quoted (a reduced run says so after its fraction of the schedule). The reason follows the word. Rows recorded before the "
-    "runner kept the flag count as stopped early when they ran fewer iterations than they asked "
-    "for (their `iterations`, else the method's default after their preset): the runner "
-    "otherwise always runs what was asked.")
+    "figure** when none is quoted (a reduced run says so after its fraction of the schedule). "
+    "The reason follows the word. Rows recorded before the runner kept the flag count as "
+    "stopped early when they ran fewer iterations than they asked for (their `iterations`, "
+    "else the method's default after their preset): the runner otherwise always runs what was "
+    "asked.")
 
 PARITY_RULE = (
     "Parity, by rule: **yes** when the row was made by library code that passes the method's "
