@@ -293,3 +293,27 @@ def test_a_benchmark_rows_run_folder_reads_as_a_report_run(bench, tmp_path):
     assert how == "measured" and cpu == pytest.approx(row["seeds"][0]["distill_cpu_s"], rel=0.05)
     html = build_report([run])
     assert f"{lrs:.2f}" in html
+
+
+def test_two_runs_of_one_suite_keep_each_others_rows(tmp_path):
+    """Two shells running ``--only`` different rows of one suite each hold the file as they read
+    it at their start; the row each writes must not erase the row the other wrote meanwhile."""
+    from datadistill.bench import results as res
+
+    path = tmp_path / "s.json"
+    start = {"schema": SCHEMA, "suite": "s", "rows": {"old": {"id": "old", "status": "done"},
+                                                      "gone": {"id": "gone", "status": "done"}}}
+    res.save_results(path, start)
+    a = json.loads(path.read_text())
+    b = json.loads(path.read_text())
+    a["rows"]["ra"] = {"id": "ra", "status": "done"}
+    b["rows"]["rb"] = {"id": "rb", "status": "running"}
+    keep = ["rb", "old", "ra"]
+    res.save_rows(path, a, ["ra"], keep=keep)
+    res.save_rows(path, b, ["rb"], keep=keep)
+    rows = json.loads(path.read_text())["rows"]
+    assert list(rows) == ["rb", "old", "ra"]  # the suite's order; "gone" is no longer declared
+    assert rows["ra"]["status"] == "done" and rows["rb"]["status"] == "running"
+    b["rows"]["rb"]["status"] = "done"
+    res.save_rows(path, b, ["rb"], keep=keep)
+    assert json.loads(path.read_text())["rows"]["ra"] == {"id": "ra", "status": "done"}

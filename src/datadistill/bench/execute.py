@@ -353,8 +353,9 @@ def run_suite(suite: Suite, layout: res.Layout, *, resume: bool = False,
     path = layout.results_file(suite.name)
     old = res.load_results(path)
     data = res.new_results(suite, describe(layout.root))
+    declared = [r.id for r in suite.rows]
     if old is not None and (resume or only):
-        data["rows"] = {k: v for k, v in old["rows"].items() if k in {r.id for r in suite.rows}}
+        data["rows"] = {k: v for k, v in old["rows"].items() if k in set(declared)}
     failed: set[str] = set()
     rounds = max((r.repeats for r in suite.rows if r.id in wanted), default=1)
     for rnd in range(rounds):
@@ -375,7 +376,7 @@ def run_suite(suite: Suite, layout: res.Layout, *, resume: bool = False,
                 prev = None
                 data["rows"][row.id] = {"id": row.id, "kind": row.kind, "status": "running",
                                         "declared": row.declared()}
-                res.save_results(path, data)
+                res.save_rows(path, data, [row.id], keep=declared)
             tag = f" (round {rnd + 1} of {row.repeats})" if row.repeats > 1 else ""
             log(f"[bench] {suite.name}/{row.id}{tag}: {row.kind} {row.method} on {row.dataset} "
                 f"{row.budget} ...")
@@ -397,6 +398,6 @@ def run_suite(suite: Suite, layout: res.Layout, *, resume: bool = False,
                                         "error": "\n".join(tail)}
                 log(f"[bench] {suite.name}/{row.id}: FAILED (exit {proc.returncode})\n  "
                     + "\n  ".join(tail))
-            res.save_results(path, data)
+            res.save_rows(path, data, [row.id], keep=declared)
     log(f"[bench] wrote {path}")
     return len(failed)

@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 SCHEMA = "datadistill.bench/1"
 UNITS = {
@@ -91,6 +91,30 @@ def save_results(path: Path, data: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def save_rows(path: Path, data: dict[str, Any], rows: Iterable[str],
+              keep: Iterable[str] | None = None) -> Path:
+    """Write ``data`` with only ``rows`` taken from it: every other row comes from the file as it
+    is on disk now, so two runs of one suite (``--only`` different rows, in two shells) do not
+    overwrite each other's results. ``keep``: the row ids the suite declares (others dropped).
+    The read-modify-write holds an exclusive lock on ``<path>.lock``."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".json.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            on_disk = load_results(path)
+        except (ValueError, json.JSONDecodeError):
+            on_disk = None
+        merged = dict((on_disk or {}).get("rows") or {})
+        mine = set(rows)
+        merged.update({k: v for k, v in data["rows"].items() if k in mine})
+        if keep is not None:
+            keep = list(keep)
+            merged = {k: merged[k] for k in keep if k in merged}
+        return save_results(path, {**data, "rows": merged})
 
 
 def all_results(results_dir: Path) -> list[dict[str, Any]]:
