@@ -19,12 +19,13 @@ from datadistill.errors import ConfigError
 from datadistill.evaluation import evaluate
 from datadistill.synsets import load_summary
 from datadistill.synsets.compact_users import CompactUserSet
-from datadistill.synsets.compact_graph import CompactGraphSet
-from datadistill.synsets.graph import GraphSet
+from datadistill.synsets.compact_graph import CompactGraphBatchSet, CompactGraphSet
+from datadistill.synsets.graph import GraphBatchSet, GraphSet
 from datadistill.synsets.users import GumbelUserSet, UserRowSet
 
 RECSYS = DataInfo("r", "recsys", 1, (300,))
 GRAPH = DataInfo("g", "graph", 3, (6,), task="node")
+GRAPHS = DataInfo("t", "graph", 2, (5,), task="graph")
 
 
 def soft_rows(users=7, items=300, seed=0, density=0.5):
@@ -267,6 +268,97 @@ def test_compact_graph_at_float32_matches_the_source_gnn_output():
         a, b = net(*syn.inputs()[:3]), net(*out.inputs()[:3])
     assert torch.allclose(a, b, atol=1e-5)
 
+
+
+def _graph_set(adjacency="bernoulli"):
+    """Two classes x 3 graphs of up to 6 nodes; with ``fixed`` edges, graphs of 4 to 6 nodes."""
+    torch.manual_seed(1)
+    syn = GraphBatchSet(GRAPHS, ipc=3, nodes=6, adjacency=adjacency)
+    with torch.no_grad():
+        syn.x.copy_(torch.randn(6, 6, 5))
+        if adjacency == "bernoulli":
+            syn.adj_logits.copy_(torch.randn(6, 6, 6) * 2)
+        else:
+            sizes = torch.tensor([6, 4, 5, 6, 5, 4])
+            syn.sizes.copy_(sizes)
+            a = (torch.rand(6, 6, 6) > 0.5).float()
+            a = torch.maximum(a, a.transpose(1, 2)) * (1 - torch.eye(6))
+            real = torch.arange(6)[None] < sizes[:, None]
+            a = a * (real[:, :, None] & real[:, None, :])
+            syn.x.mul_(real[:, :, None])
+            from datadistill.models.gnn import dense_to_edges
+            syn.set_edges(*dense_to_edges(a))
+    return syn
+
+
+@pytest.mark.parametrize("adjacency", ["bernoulli", "fixed"])
+@pytest.mark.parametrize("dtype,edge_dtype", [("float32", "binary"), ("float16", "float16"),
+                                              ("uint8", "uint8")])
+def test_compact_graph_set_round_trip(tmp_path, adjacency, dtype, edge_dtype):
+    syn = _graph_set(adjacency)
+    with torch.no_grad():
+        adj, (x, y) = syn.adjacency(), syn.materialize()
+        src_inputs = syn.inputs()
+    sizes = syn.sizes
+    out = compact(syn, dtype=dtype, edge_dtype=edge_dtype)
+    assert isinstance(out, CompactGraphBatchSet) and out.kind == "compact-graphs" and out.symmetric
+    assert out.pairs.shape[1] * 2 == int((adj != 0).sum())  # each undirected edge once
+    assert out.features.shape[0] == int(sizes.sum())  # no padding rows stored
+    assert torch.equal(out.adjacency(), adj) and torch.equal(out.class_ids, y)
+    assert torch.equal(out.edges()[0].sort(1).values, syn.edges()[0].sort(1).values)
+    xo, _ = out.materialize()
+    if dtype == "float32":
+        assert torch.equal(xo, x)
+        # what a GNN trains on is the source's, node for node and edge for edge
+        for a, b in zip(out.inputs()[:1] + out.inputs()[3:], src_inputs[:1] + src_inputs[3:]):
+            assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+        key = lambda ei: set(map(tuple, ei.t().tolist()))
+        assert key(out.inputs()[1]) == key(src_inputs[1])
+    elif dtype == "uint8":
+        real = torch.arange(6)[None] < sizes[:, None]
+        span = (x[real].amax(1) - x[real].amin(1))[:, None]
+        assert ((xo[real] - x[real]).abs() <= span / 510 + 1e-6).all()
+    b = out.bytes_breakdown()
+    assert b["total"] == out.stored_bytes() == sum(v for k, v in b.items() if k not in ("total", "edges"))
+    e = out.pairs.shape[1]
+    assert b["pairs"] == 2 * e and b["weights"] == e * {"binary": 0, "float16": 2, "uint8": 1}[edge_dtype]
+    assert out.stored_bytes() < syn.stored_bytes()
+    out.save(tmp_path / "g")
+    back = load_summary(tmp_path / "g")
+    for a, c in zip(back.inputs(), out.inputs()):
+        assert torch.equal(torch.as_tensor(a), torch.as_tensor(c))
+    assert back.stored_bytes() == out.stored_bytes()
+    assert back.class_slice(1) == syn.class_slice(1) == slice(3, 6)
+    from datadistill.models import create_model
+    net = create_model("gcn", GRAPHS, generator=torch.Generator().manual_seed(0)).eval()
+    assert net(*back.inputs()).shape == (6, 2)
+
+
+def test_compact_graph_set_at_float32_gives_the_source_gnn_output():
+    syn = _graph_set()
+    out = compact(syn, dtype="float32", edge_dtype="binary")
+    from datadistill.models import create_model
+    net = create_model("gcn", GRAPHS, generator=torch.Generator().manual_seed(0)).eval()
+    with torch.no_grad():
+        a, b = net(*syn.inputs()), net(*out.inputs())
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_compact_graph_set_refuses_edges_on_padding_and_bad_shapes():
+    out = CompactGraphBatchSet(GRAPHS, graphs=2, nodes=3)
+    x, y = torch.zeros(2, 3, 5), torch.tensor([0, 1])
+    a = torch.zeros(2, 3, 3)
+    a[0, 0, 2] = a[0, 2, 0] = 1
+    with pytest.raises(ValueError, match="padding"):
+        out.set_graphs(x, y, torch.tensor([2, 3]), a)
+    with pytest.raises(ValueError, match="sizes"):
+        out.set_graphs(x, y, torch.tensor([0, 3]), torch.zeros(2, 3, 3))
+    with pytest.raises(ValueError, match="expected 2 graphs"):
+        out.set_graphs(torch.zeros(3, 3, 5), y, torch.tensor([2, 3]), a)
+    with pytest.raises(ValueError, match="graph classification"):
+        CompactGraphBatchSet(GRAPH, graphs=2, nodes=3)
+    with pytest.raises(ConfigError, match="topk"):
+        compact(_graph_set(), topk=3)
 
 def test_cli_compact(tmp_path, capsys):
     src = UserRowSet(RECSYS, users=7)

@@ -14,7 +14,10 @@ smallest types that hold it, and materializes back to what the evaluator needs:
 * node-classification graphs (``compact-graph``, ``synsets.compact_graph``): features in ``dtype``
   (``float32``, ``float16`` or per-row ``uint8``), the adjacency baked at ``threshold`` (entries
   below it dropped), kept once per undirected pair when symmetric, node ids in the smallest
-  unsigned type, edge weights in ``edge_dtype`` (or ``binary``), labels in the smallest type.
+  unsigned type, edge weights in ``edge_dtype`` (or ``binary``), labels in the smallest type;
+* graph-classification sets of small graphs (``compact-graphs``, same module; DosCond and the
+  coreset baselines): the same per graph, features of real nodes only (no padding rows), local
+  node ids, with each graph's size and edge count.
 
 Quantization is exact about what it stores: the materialized values are the stored ones
 (``dequantize(quantize(v)) == materialized``), and ``stored_bytes()`` is the sum of the stored
@@ -114,9 +117,10 @@ def compact(syn, *, topk: int | None = None, dtype: str | None = None,
 
     Recommender summaries (any with ``modality == "recsys"``): keep the ``topk`` largest entries
     per user (``None``: every non-zero) with values as ``dtype`` (default ``float16``).
-    Node-classification graph summaries (``graph``): features as ``dtype`` (default ``float16``),
-    the adjacency with entries below ``threshold`` (default: the summary's own) dropped, edge
-    weights as ``edge_dtype``. IT-GAN summaries (``itgan``: latents + generator): the generated
+    Graph summaries (``graph``: one graph for node classification; ``graphs``: a set of small
+    graphs for graph classification): features as ``dtype`` (default ``float16``), the
+    adjacency with entries below ``threshold`` (default: the summary's own) dropped, edge
+    weights as ``edge_dtype`` (``binary`` for DosCond's hard 0/1 graphs). IT-GAN summaries (``itgan``: latents + generator): the generated
     images as a ``pixels`` summary at ``dtype`` (default float32; ``storage`` of image
     summaries), whose bytes are the images and labels alone. The copy keeps the source's
     metadata (method, parameters, seed...) and records ``compacted_from`` (its kind and stored
@@ -143,6 +147,13 @@ def compact(syn, *, topk: int | None = None, dtype: str | None = None,
 
         out = CompactGraphSet.from_graph(syn, dtype=dtype or "float16", threshold=threshold,
                                          edge_dtype=edge_dtype)
+    elif modality == "graph" and getattr(syn, "kind", None) in ("graphs", "compact-graphs"):
+        if topk is not None:
+            raise ConfigError("topk is for recommender summaries; graphs take threshold")
+        from .synsets.compact_graph import CompactGraphBatchSet
+
+        out = CompactGraphBatchSet.from_graphs(syn, dtype=dtype or "float16", threshold=threshold,
+                                               edge_dtype=edge_dtype)
     elif getattr(syn, "kind", None) == "itgan":
         if topk is not None or threshold is not None:
             raise ConfigError("an IT-GAN summary converts to its generated images: dtype only")
@@ -151,8 +162,8 @@ def compact(syn, *, topk: int | None = None, dtype: str | None = None,
             out.set_storage(check_dtype(dtype, PIXEL_DTYPES))
     else:
         raise ConfigError(f"no compact storage for {syn.kind!r} summaries of {modality} data "
-                          f"(recommender rows, node-classification graphs and IT-GAN summaries "
-                          f"have one)")
+                          f"(recommender rows, graphs and IT-GAN summaries have "
+                          f"one)")
     out.meta = {k: v for k, v in syn.meta.items()}
     out.meta["compacted_from"] = {"kind": syn.kind, "stored_bytes": int(syn.stored_bytes()),
                                   **({"compacted_from": syn.meta["compacted_from"]}

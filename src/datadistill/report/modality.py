@@ -115,7 +115,7 @@ def draw_graph(syn: SyntheticSet, real: Any = None, *, max_nodes: int = 400) -> 
     ei, w = _edges(syn)
     labels = syn.class_ids.detach().cpu().numpy()
     panels = []
-    if syn.kind == "graphs":  # one small graph per class
+    if syn.kind in ("graphs", "compact-graphs"):  # one small graph per class
         m = int(syn.nodes)
         sizes = syn.sizes.detach().cpu().numpy()
         k = syn.info.num_classes
