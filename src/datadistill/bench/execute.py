@@ -356,6 +356,14 @@ def run_suite(suite: Suite, layout: res.Layout, *, resume: bool = False,
     declared = [r.id for r in suite.rows]
     if old is not None and (resume or only):
         data["rows"] = {k: v for k, v in old["rows"].items() if k in set(declared)}
+
+    def declared_now() -> list[str]:
+        """The suite's rows as its file declares them now (a row added while this run goes on
+        is kept); the rows it declared at the start if the file no longer reads."""
+        try:
+            return [r.id for r in load_suite(suite.path, check=False).rows]
+        except Exception:  # noqa: BLE001 - an edit in progress must not lose this row's result
+            return declared
     failed: set[str] = set()
     rounds = max((r.repeats for r in suite.rows if r.id in wanted), default=1)
     for rnd in range(rounds):
@@ -376,7 +384,7 @@ def run_suite(suite: Suite, layout: res.Layout, *, resume: bool = False,
                 prev = None
                 data["rows"][row.id] = {"id": row.id, "kind": row.kind, "status": "running",
                                         "declared": row.declared()}
-                res.save_rows(path, data, [row.id], keep=declared)
+                res.save_rows(path, data, [row.id], keep=declared_now())
             tag = f" (round {rnd + 1} of {row.repeats})" if row.repeats > 1 else ""
             log(f"[bench] {suite.name}/{row.id}{tag}: {row.kind} {row.method} on {row.dataset} "
                 f"{row.budget} ...")
@@ -398,6 +406,6 @@ def run_suite(suite: Suite, layout: res.Layout, *, resume: bool = False,
                                         "error": "\n".join(tail)}
                 log(f"[bench] {suite.name}/{row.id}: FAILED (exit {proc.returncode})\n  "
                     + "\n  ".join(tail))
-            res.save_rows(path, data, [row.id], keep=declared)
+            res.save_rows(path, data, [row.id], keep=declared_now())
     log(f"[bench] wrote {path}")
     return len(failed)
