@@ -190,6 +190,21 @@ def test_distill_cf_runs_in_compact_storage(clusters, tmp_path):
     assert math.isfinite(rep.results["inf-ae"]["mean"])
 
 
+@pytest.mark.parametrize("storage,dtype", [(None, "float16"), ("uint8", "uint8")])
+def test_distill_cf_topk_parameter_distils_in_the_top_k_layout(clusters, tmp_path, storage, dtype):
+    """``--set topk=K`` (a method parameter, so a suite row can name it) is ``set_compact`` at
+    the run's storage precision, float16 when none is given; the saved summary is top-k."""
+    d = create_distiller("distill-cf", "tiny", topk=3, **({"storage": storage} if storage else {}))
+    syn = d.init_synset(clusters, users=8)
+    assert syn.compact == {"topk": 3, "dtype": dtype}
+    d.distill(clusters, syn, workdir=tmp_path / "run")
+    back = load_summary(tmp_path / "run" / "summary")
+    assert back.kind == "topk-users" and ((back.rows != 0).sum(1) == 3).all()
+    assert back.meta["params"]["topk"] == 3 and torch.equal(back.rows, syn.rows)
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ConfigError, match="topk"):
+            create_distiller("distill-cf", "tiny", topk=bad)
+
 def test_movietweetings_lossless_compact_evaluates_identically(shared_data, tmp_path):
     """The test-sized form of the bytes-vs-nDCG measurement (docs/recommender.md): a 100-user
     subset stored as binary top-all evaluates exactly as the dense rows, in fewer bytes; its

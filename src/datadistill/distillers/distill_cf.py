@@ -30,6 +30,13 @@ paper's) — a *binary* sample (the union of γ categorical draws from softmax �
 its expectation 1 - (1 - softmax Ω)^γ. Presets: ``tiny`` (tests), ``cpu`` and ``cpu-binary``
 (below; the latter is the configuration of the first, binary, benchmark rows).
 
+Compact storage while distilling (not the paper's; issue 17): ``topk`` = K keeps each fake
+user's K largest entries, stored in the compact user layout at the run parameter ``storage``
+(float16 when it is not given; ``binary`` is not a storage precision, so a binary top-k layout is
+a conversion, ``datadistill compact``). Every draw the run optimizes and validates is then the
+stored one (``GumbelUserSet.set_compact``, straight-through gradient) and the saved summary is the
+``topk-users`` one. ``topk=None`` (default) stores the rows as the paper does.
+
 Parity (``tests/test_parity_graph_recsys.py::test_distill_cf_matches_reference``, fixture
 ``distill_cf.npz`` from noveens/distill_cf in float64): the ∞-AE NTK K(S, S) and K(U, S), ∞-AE's
 scores, the Gumbel sample with the reference's noise, the loss, its gradient w.r.t. Ω and two Adam
@@ -96,9 +103,14 @@ class DistillCF(Distiller):
     batch_users: int = -1
     init_scale: float = 1.0
     depth: int = 1
+    topk: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
+        if self.topk is not None and (isinstance(self.topk, bool) or not isinstance(self.topk, int)
+                                      or self.topk < 1):
+            raise ConfigError(f"topk must be a positive number of entries per fake user (or "
+                              f"None), got {self.topk!r}")
         if self.model != "inf-ae":
             raise ConfigError(f"distill-cf's inner model is ∞-AE ('inf-ae'), got {self.model!r}")
         if self.samples_per_user < 1 or self.tau <= 0 or self.reselect_every < 1 or self.patience < 0:
@@ -123,6 +135,9 @@ class DistillCF(Distiller):
         with torch.no_grad():
             syn.logits.copy_(self.init_scale * rows if self.init == "real" else torch.randn(rows.shape, generator=gen))
             syn.set_rows(rows)
+        if self.topk is not None:
+            st = self.storage or "float16"
+            syn.set_compact(topk=self.topk, dtype="uint8" if st.startswith("uint8") else st)
         return syn
 
     def make_optimizer(self, syn):
