@@ -118,6 +118,9 @@ def test_every_modality_has_a_drawing(digits):
     with torch.no_grad():
         sets.adj_logits.normal_(generator=torch.Generator().manual_seed(0)).mul_(3)
     assert [p.title.split(" ")[0] for p in draw_summary(sets)] == ["first", "degree"]
+    from datadistill.compact import compact
+    small = compact(sets, dtype="uint8", edge_dtype="binary")  # drawn as the set it came from
+    assert [p.title for p in draw_summary(small)] == [p.title for p in draw_summary(sets)]
     text = PixelSet(DataInfo("toy-text", "text", 2, (1, 4, 4)), ipc=1)
     assert draw_summary(text)[0].png is None and "decoded" in draw_summary(text)[0].text
     odd = PixelSet(DataInfo("toy-audio", "audio", 2, (1, 4, 4)), ipc=1)
