@@ -120,9 +120,10 @@ def compact(syn, *, topk: int | None = None, dtype: str | None = None,
     Graph summaries (``graph``: one graph for node classification; ``graphs``: a set of small
     graphs for graph classification): features as ``dtype`` (default ``float16``), the
     adjacency with entries below ``threshold`` (default: the summary's own) dropped, edge
-    weights as ``edge_dtype`` (``binary`` for DosCond's hard 0/1 graphs). IT-GAN summaries (``itgan``: latents + generator): the generated
-    images as a ``pixels`` summary at ``dtype`` (default float32; ``storage`` of image
-    summaries), whose bytes are the images and labels alone. The copy keeps the source's
+    weights as ``edge_dtype`` (``binary`` for DosCond's hard 0/1 graphs). IT-GAN summaries
+    (``itgan``: latents + generator): the generated images as a ``pixels`` summary at ``dtype``
+    (default float32; ``storage`` of image summaries), whose bytes are the images and labels
+    alone. The copy keeps the source's
     metadata (method, parameters, seed...) and records ``compacted_from`` (its kind and stored
     bytes) and ``compact`` (these options).
     """
