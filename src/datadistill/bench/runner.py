@@ -304,7 +304,9 @@ def evaluate_summary(row, real, seed: int, workdir: Path,
     and, for a ``robust`` row, ``robust``: DD-Ranking's scores (``robust_scores``, reusing this
     evaluation as "the summary's own evaluation") with the CPU / wall seconds they took beyond
     it (``clock``: the CPU clock the caller measures with). ``summary_dir``: another summary (a
-    curve's snapshot) under the same protocol; ``robust=False`` skips the robust scores."""
+    curve's snapshot) under the same protocol; ``robust=False`` skips the robust scores. Image
+    models keep their training state in ``workdir/eval-state/`` (``evaluate``'s ``state_dir``):
+    an interrupted evaluation continues under ``--resume``, with the same results."""
     import time
 
     from datadistill.evaluation import evaluate
@@ -312,8 +314,11 @@ def evaluate_summary(row, real, seed: int, workdir: Path,
 
     syn = load_summary(summary_dir if summary_dir is not None else workdir / "summary")
     run = run_options(row)
+    # image models train for up to an hour each: keep their state, so --resume continues them
+    state = (workdir / "eval-state" / (summary_dir.name if summary_dir is not None else "summary")
+             if syn.info.modality == "image" else None)
     rep = evaluate(syn, real, models=row.models, protocol=row.protocol,
-                   num_models=row.num_models, seed=seed, run=run)
+                   num_models=row.num_models, seed=seed, run=run, state_dir=state)
     proto = rep.protocol
     per_model = {m: {"accs": [float(a) for a in r["accs"]]} for m, r in rep.results.items()}
     metric = "nDCG@10 %" if syn.info.modality == "recsys" else "accuracy %"

@@ -46,7 +46,8 @@ def _cmd_evaluate(args, main: bool = True) -> int:
     try:
         rep = evaluate(syn, real, models=models, protocol=args.protocol,
                        num_models=args.num_models, seed=args.seed,
-                       full_reference=args.full_reference or False, on_model=note, run=run)
+                       full_reference=args.full_reference or False, on_model=note, run=run,
+                       state_dir=args.state_dir)
         robust = None
         if args.robust:
             from ..evaluation.robust import robust_scores
@@ -155,5 +156,8 @@ def add_evaluate(sub) -> None:
     e.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="also write the accuracies as TensorBoard scalars to DIR")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--state-dir", default=None, metavar="DIR",
+                   help="image summaries: keep each model's training state in DIR; after an "
+                        "interruption the same command continues where it stopped (same results)")
     add_common(e)
     e.set_defaults(func=cmd_evaluate)

@@ -43,7 +43,7 @@ def evaluate(syn: SyntheticSet, real, *, models: Sequence[str] | None = None,
              protocol: str | Protocol = "fast", num_models: int | None = None, seed: int = 0,
              full_reference: bool | str | dict = False,
              on_model: Callable[[dict[str, Any]], None] | None = None,
-             run: RunOptions | None = None) -> EvalReport:
+             run: RunOptions | None = None, state_dir=None) -> EvalReport:
     """Train ``num_models`` fresh models per architecture on ``syn``; test on ``real.test``.
 
     ``protocol`` is a name (``paper``, ``fast``, ``smoke``; each modality has its own table) or an
@@ -52,12 +52,18 @@ def evaluate(syn: SyntheticSet, real, *, models: Sequence[str] | None = None,
     (images: True = the converged reference; or a preset name of
     ``evaluation.reference.FULL_PRESETS``; its epochs and augmentation are recorded).
     ``run`` says how fast (device, precision, fused kernels, compile; default auto).
+    ``state_dir`` (image summaries, whose models train longest): a folder where each model's
+    training state and result are kept, so that an interrupted evaluation called again with it
+    continues where it stopped, with the same results (``evaluation.images``).
     """
     modality = syn.info.modality
     fn = evaluator(modality)
     resolved = perf.resolve(run)
     with perf.activate(resolved):
         if modality != "image":
+            if state_dir is not None:
+                raise ConfigError(f"state_dir is for image summaries (their models train for "
+                                  f"minutes to hours); {modality} evaluations restart")
             return fn(syn, real, models=models, protocol=protocol, num_models=num_models,
                       seed=seed, full_reference=full_reference, on_model=on_model, run=resolved)
         proto = get_protocol(protocol)
@@ -66,4 +72,5 @@ def evaluate(syn: SyntheticSet, real, *, models: Sequence[str] | None = None,
             overrides["num_models"] = num_models
             proto = dataclasses.replace(proto, num_models=num_models)
         return fn(syn, real, models=models, protocol=proto, overrides=overrides, seed=seed,
-                  full_reference=full_reference, on_model=on_model, run=resolved)
+                  full_reference=full_reference, on_model=on_model, run=resolved,
+                  state_dir=state_dir)

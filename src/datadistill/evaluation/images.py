@@ -8,13 +8,18 @@ is tested, never the best epoch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import checkpoint as ckpt
 from .. import dist
 from ..data.base import RealData, Split
 from ..data.zca import ZCA
@@ -50,7 +55,7 @@ def matched_test_split(syn: SyntheticSet, real: RealData) -> Split:
 def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] | None,
                     protocol: Protocol, overrides: dict[str, Any], seed: int,
                     full_reference: bool | str | dict, on_model: Callable[[dict[str, Any]], None] | None,
-                    run: RunOptions) -> EvalReport:
+                    run: RunOptions, state_dir: str | Path | None = None) -> EvalReport:
     """The field's protocol for image summaries: ``protocol.num_models`` fresh networks of each
     architecture trained on the summary (SGD, DSA, lr step at ``decay_at``, laid out by
     ``protocol.schedule``: by default DatasetCondensation's ``evaluate_synset`` exactly), tested
@@ -59,7 +64,14 @@ def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] 
     ``full_reference``: False, True (the field's converged full-data reference,
     ``reference.DEFAULT_FULL_REFERENCE``), a preset name of ``reference.FULL_PRESETS``
     (``converged``, ``converged-dsa``, ``quick``) or a settings dict; each result then records
-    the reference's accuracy and its settings (epochs, augmentation, schedule)."""
+    the reference's accuracy and its settings (epochs, augmentation, schedule).
+
+    ``state_dir``: keep each model's training state there (at most every ``STATE_EVERY_S``
+    seconds, and after its last pass) and its result once tested, so that an interrupted
+    evaluation called again with the same folder continues each model where it stopped and skips
+    the finished ones: the same accuracies, bit for bit (``train_model``'s ``resume``). A state
+    is used only by the same model of an evaluation with the same summary, test split, protocol,
+    seed and run options (its key); any other starts afresh."""
     models = ("convnet",) if models is None else tuple(models)
     proto = protocol
     dev = torch.device(run.device)
@@ -73,6 +85,9 @@ def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] 
     ctx = {"x": x, "y": y, "test_x": test.x, "test_y": test.y, "info": syn.info,
            "dsa": proto.augmentation(syn.info), "cutmix": proto.cutmix(),
            "label_format": syn.label_format, "proto": proto, "lr": lr, "run": run}
+    if state_dir is not None:
+        ctx["state_dir"] = str(state_dir)
+        ctx["state_key"] = _state_key(ctx)
     # the K models of every architecture: sequentially, in run.workers processes and/or across
     # the ranks of a process group (parallel.map_tasks); each seeded derive_seed(seed, mi, k)
     tasks = [(mi, name, k, seed) for mi, name in enumerate(models) for k in range(proto.num_models)]
@@ -132,12 +147,64 @@ def fit_model(ctx: dict[str, Any], task: tuple[int, str, int, int]) -> dict[str,
     gen = make_generator(derive_seed(seed, mi, k))
     net = create_model(name, ctx["info"], generator=gen, device=dev, fused=run.fused)
     losses: list[float] = []
+    folder = Path(ctx["state_dir"]) / f"{mi}-{name}-{k}" if ctx.get("state_dir") else None
+    key = f"{ctx.get('state_key')}/{mi}-{name}-{k}-{seed}"
+    resume, on_state = None, None
+    if folder is not None:
+        done = _read_state(folder, "result", key)
+        if done is not None:  # tested before the interruption
+            return {"accuracy": float(done["accuracy"]), "losses": list(done["losses"])}
+        resume = _read_state(folder, "train", key)
+        if resume is not None:
+            losses = list(resume["losses"])
+        last = [time.monotonic()]
+        passes = proto.epochs + (1 if proto.schedule == "reference" and proto.epochs > 0 else 0)
+
+        def on_state(state: dict[str, Any]) -> None:
+            now = time.monotonic()
+            if now - last[0] >= STATE_EVERY_S or state["epoch"] == passes:
+                ckpt.save_state({**state, "key": key, "losses": losses}, folder, "train")
+                last[0] = now
     train_model(net, x, y, epochs=proto.epochs, generator=gen, lr=lr,
                 momentum=proto.momentum, weight_decay=proto.weight_decay,
                 batch_size=proto.batch_size, decay_at=proto.decay_at, dsa=ctx["dsa"],
                 label_format=ctx["label_format"], precision=run.precision,
                 compile=run.compile, schedule=proto.schedule, cutmix=ctx.get("cutmix"),
-                on_epoch=lambda ep, loss: check_loss(losses, ep, loss, name, lr))
+                on_epoch=lambda ep, loss: check_loss(losses, ep, loss, name, lr),
+                resume=resume, on_state=on_state)
     acc = 100.0 * accuracy(net, ctx["test_x"].to(dev), ctx["test_y"].to(dev),
                            precision=run.precision)
+    if folder is not None:
+        ckpt.save_state({"key": key, "accuracy": acc, "losses": losses}, folder, "result")
     return {"accuracy": acc, "losses": losses}
+
+
+#: how often (wall seconds) an evaluation model's training state is saved with ``state_dir``
+STATE_EVERY_S = 60.0
+
+
+def _state_key(ctx: dict[str, Any]) -> str:
+    """What an evaluation model's saved state must match to be continued: the summary's values,
+    the test split, the protocol, the step size and the run options."""
+    h = hashlib.sha256()
+    for k in ("x", "y", "test_x", "test_y"):
+        t = ctx[k].detach().cpu().contiguous()
+        h.update(f"{k}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool
+                 else t.numpy().tobytes())
+    meta = {"proto": dataclasses.asdict(ctx["proto"]), "lr": ctx["lr"],
+            "label_format": ctx["label_format"], "run": ctx["run"].to_dict(),
+            "dsa": repr(ctx["dsa"]), "cutmix": repr(ctx["cutmix"])}
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:20]
+
+
+def _read_state(folder: Path, name: str, key: str) -> dict[str, Any] | None:
+    """The saved state ``name`` of this model (None: none, unreadable, or another key's)."""
+    if not ckpt.exists(folder, name):
+        return None
+    try:
+        state = ckpt.load_state(folder, name)
+    except ckpt.CheckpointError:
+        return None
+    return state if isinstance(state, dict) and state.get("key") == key else None
