@@ -56,6 +56,8 @@ def test_an_interrupted_evaluation_continues_with_the_same_accuracies(digits, sy
                      state_dir=tmp_path)
     # model 0 is not trained again; model 1 continues after its 2nd pass; model 2 in full
     assert seen == [2, 3, 4, 5, 6] + list(range(7))
+    # the CPU the first call spent on model 0 and on model 1's two saved passes is reported
+    assert again.summary["resumed_cpu_s"] > 0
     assert again.results["convnet"]["accs"] == whole.results["convnet"]["accs"]
     assert again.results["convnet"]["train_loss_first_last"] == \
         whole.results["convnet"]["train_loss_first_last"]
@@ -63,6 +65,7 @@ def test_an_interrupted_evaluation_continues_with_the_same_accuracies(digits, sy
     third = evaluate(syn, digits, models=["convnet"], protocol=TINY, seed=5, run=ONE_THREAD,
                      state_dir=tmp_path)
     assert seen == [] and third.results["convnet"]["accs"] == whole.results["convnet"]["accs"]
+    assert third.summary["resumed_cpu_s"] > again.summary["resumed_cpu_s"]  # all three models
 
 
 def test_the_state_of_another_evaluation_is_not_used(digits, syn, tmp_path, monkeypatch):

@@ -123,7 +123,7 @@ def _curve_points(row: Row, real, seed: int, sdir: Path, runner) -> list[dict[st
         ev = runner.evaluate_summary(row, real, seed, sdir, summary_dir=snap, robust=False)
         p = progress.get(k, {})
         point = {"iterations": k, "distill_cpu_s": p.get("cpu_s"), "distill_wall_s": p.get("wall_s"),
-                 "evaluate_cpu_s": round(cpu_seconds() - c, 3),
+                 "evaluate_cpu_s": round(cpu_seconds() - c + ev.get("resumed_cpu_s", 0.0), 3),
                  "per_model": ev["per_model"], "protocol": ev["protocol"]}
         _write_json(done, point)
         points.append(point)
@@ -167,7 +167,8 @@ def _accuracy_row(row: Row, suite: str, layout: res.Layout, resume: bool, runner
         ev = runner.evaluate_summary(row, real, seed, sdir, clock=cpu_seconds)
         rob = ev.get("robust") or {}  # (its own seconds, beyond the plain evaluation)
         rec = {"seed": seed, "distill": dist, "evaluate": {
-            "cpu_s": round(cpu_seconds() - c - (rob.get("cpu_s") or 0.0), 3),
+            "cpu_s": round(cpu_seconds() - c - (rob.get("cpu_s") or 0.0)
+                           + ev.get("resumed_cpu_s", 0.0), 3),
             "wall_s": round(time.perf_counter() - w - (rob.get("wall_s") or 0.0), 3),
             "peak_rss_bytes": peak_rss_bytes()}, **ev}
         if curve:

@@ -326,6 +326,8 @@ def evaluate_summary(row, real, seed: int, workdir: Path,
                         "num_models": proto.get("num_models")},
            "overrides": {k: str(v) for k, v in rep.overrides.items()},
            "metric": metric, "per_model": per_model, "run": dict(rep.run)}
+    if rep.summary.get("resumed_cpu_s"):  # (models of an interrupted evaluation: their CPU then)
+        out["resumed_cpu_s"] = rep.summary["resumed_cpu_s"]
     if row.robust is not None and robust:
         from datadistill.evaluation.robust import robust_scores
 

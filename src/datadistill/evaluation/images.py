@@ -71,7 +71,9 @@ def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] 
     evaluation called again with the same folder continues each model where it stopped and skips
     the finished ones: the same accuracies, bit for bit (``train_model``'s ``resume``). A state
     is used only by the same model of an evaluation with the same summary, test split, protocol,
-    seed and run options (its key); any other starts afresh."""
+    seed and run options (its key); any other starts afresh. The report's
+    ``summary["resumed_cpu_s"]`` is the CPU time the models took in earlier calls (up to their
+    saved states), which the caller's clock did not see."""
     models = ("convnet",) if models is None else tuple(models)
     proto = protocol
     dev = torch.device(run.device)
@@ -130,6 +132,8 @@ def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] 
                "stored_bytes": syn.stored_bytes(), "label_format": syn.label_format,
                "method": syn.meta.get("method"), "iterations": syn.meta.get("iterations"),
                "params": syn.meta.get("params")}
+    if state_dir is not None:  # CPU the models took before an interruption (this call: not)
+        summary["resumed_cpu_s"] = round(sum(r.get("cpu_s_before", 0.0) for r in fitted), 3)
     return EvalReport(dataclasses.asdict(proto), summary, results, overrides, run.to_dict())
 
 
@@ -150,20 +154,23 @@ def fit_model(ctx: dict[str, Any], task: tuple[int, str, int, int]) -> dict[str,
     folder = Path(ctx["state_dir"]) / f"{mi}-{name}-{k}" if ctx.get("state_dir") else None
     key = f"{ctx.get('state_key')}/{mi}-{name}-{k}-{seed}"
     resume, on_state = None, None
+    before, t0 = 0.0, time.process_time()  # CPU seconds this model took in earlier calls
     if folder is not None:
         done = _read_state(folder, "result", key)
         if done is not None:  # tested before the interruption
-            return {"accuracy": float(done["accuracy"]), "losses": list(done["losses"])}
+            return {"accuracy": float(done["accuracy"]), "losses": list(done["losses"]),
+                    "cpu_s_before": float(done["cpu_s"])}
         resume = _read_state(folder, "train", key)
         if resume is not None:
-            losses = list(resume["losses"])
+            losses, before = list(resume["losses"]), float(resume["cpu_s"])
         last = [time.monotonic()]
         passes = proto.epochs + (1 if proto.schedule == "reference" and proto.epochs > 0 else 0)
 
         def on_state(state: dict[str, Any]) -> None:
             now = time.monotonic()
             if now - last[0] >= STATE_EVERY_S or state["epoch"] == passes:
-                ckpt.save_state({**state, "key": key, "losses": losses}, folder, "train")
+                ckpt.save_state({**state, "key": key, "losses": losses,
+                                 "cpu_s": before + time.process_time() - t0}, folder, "train")
                 last[0] = now
     train_model(net, x, y, epochs=proto.epochs, generator=gen, lr=lr,
                 momentum=proto.momentum, weight_decay=proto.weight_decay,
@@ -175,8 +182,9 @@ def fit_model(ctx: dict[str, Any], task: tuple[int, str, int, int]) -> dict[str,
     acc = 100.0 * accuracy(net, ctx["test_x"].to(dev), ctx["test_y"].to(dev),
                            precision=run.precision)
     if folder is not None:
-        ckpt.save_state({"key": key, "accuracy": acc, "losses": losses}, folder, "result")
-    return {"accuracy": acc, "losses": losses}
+        ckpt.save_state({"key": key, "accuracy": acc, "losses": losses,
+                         "cpu_s": before + time.process_time() - t0}, folder, "result")
+    return {"accuracy": acc, "losses": losses, "cpu_s_before": before}
 
 
 #: how often (wall seconds) an evaluation model's training state is saved with ``state_dir``
