@@ -1,8 +1,8 @@
 """An interrupted image evaluation continues (``evaluate(..., state_dir=...)``): each model's
 training state is kept, a second call with the same folder resumes the interrupted model after
 its last saved pass and skips the finished ones, and the accuracies are the uninterrupted
-evaluation's, bit for bit. A state of another evaluation (other summary, protocol or seed) is
-not used."""
+evaluation's, bit for bit (same run options). A state of another evaluation (other summary,
+protocol or seed) is not used."""
 from __future__ import annotations
 
 import pytest

@@ -69,9 +69,9 @@ def evaluate_images(syn: SyntheticSet, real: RealData, *, models: Sequence[str] 
     ``state_dir``: keep each model's training state there (at most every ``STATE_EVERY_S``
     seconds, and after its last pass) and its result once tested, so that an interrupted
     evaluation called again with the same folder continues each model where it stopped and skips
-    the finished ones: the same accuracies, bit for bit (``train_model``'s ``resume``). A state
-    is used only by the same model of an evaluation with the same summary, test split, protocol,
-    seed and run options (its key); any other starts afresh. The report's
+    the finished ones: the same accuracies, bit for bit with the same run options
+    (``train_model``'s ``resume``). A state is used only by the same model of an evaluation with
+    the same summary, test split, protocol and seed (its key); any other starts afresh. The report's
     ``summary["resumed_cpu_s"]`` is the CPU time the models took in earlier calls (up to their
     saved states), which the caller's clock did not see."""
     models = ("convnet",) if models is None else tuple(models)
@@ -193,7 +193,9 @@ STATE_EVERY_S = 60.0
 
 def _state_key(ctx: dict[str, Any]) -> str:
     """What an evaluation model's saved state must match to be continued: the summary's values,
-    the test split, the protocol, the step size and the run options."""
+    the test split, the protocol and the step size. Not the run options: like a distillation's
+    ``--resume``, a continued evaluation may run with other speed settings (the same function;
+    bit for bit the uninterrupted one when they are the same)."""
     h = hashlib.sha256()
     for k in ("x", "y", "test_x", "test_y"):
         t = ctx[k].detach().cpu().contiguous()
@@ -201,8 +203,8 @@ def _state_key(ctx: dict[str, Any]) -> str:
         h.update(t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool
                  else t.numpy().tobytes())
     meta = {"proto": dataclasses.asdict(ctx["proto"]), "lr": ctx["lr"],
-            "label_format": ctx["label_format"], "run": ctx["run"].to_dict(),
-            "dsa": repr(ctx["dsa"]), "cutmix": repr(ctx["cutmix"])}
+            "label_format": ctx["label_format"], "dsa": repr(ctx["dsa"]),
+            "cutmix": repr(ctx["cutmix"])}
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()[:20]
 
