@@ -257,3 +257,17 @@ def test_a_suite_table_has_stored_bytes_and_aligns_a_running_row():
     assert cols[4] == "stored bytes" and done.strip("|").split("|")[4].strip() == "313,700"
     assert head.count("|") == done.count("|") == busy.count("|")
     assert busy.rstrip(" |").endswith("running")
+
+
+def test_points_with_fewer_evaluation_models_stay_on_their_methods_line():
+    from datadistill.bench.report.figure import series
+
+    rows = _scaling_rows()
+    for rid, r in rows.items():
+        if r.get("kind") == "accuracy":
+            r["protocol"] = {"name": "fast", "epochs": 300,
+                             "num_models": 1 if rid.endswith("ipc50") else 2}
+    lines = series(_results(rows), "ipc")
+    assert list(lines) == [("dm", "fast (300 ep)", "accuracy %"),
+                           ("random, uint8", "fast (300 ep)", "accuracy %")]
+    assert [p["x"] for p in lines[("dm", "fast (300 ep)", "accuracy %")]] == [1.0, 10.0, 50.0]

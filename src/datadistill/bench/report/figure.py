@@ -13,6 +13,7 @@ bytes change, so regenerating the report without new results leaves it untouched
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ def _series_key(row: dict[str, Any]) -> tuple[str, str, str]:
     name = ", ".join([str(d.get("method") or row.get("method") or "?")]
                      + [str(v) if k == "storage" else f"{k}={v}" for k, v in kept.items()]
                      + ([" ".join(layout)] if comp else []))
-    return name, _protocol(row), row.get("metric") or "accuracy %"
+    # one line whatever the number of evaluation models of each point (the tables give it)
+    proto = re.sub(r",? \d+ models?\)", ")", _protocol(row))
+    return name, proto, row.get("metric") or "accuracy %"
 
 
 def series(suite: dict[str, Any], x: str) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
@@ -82,8 +85,8 @@ def caption(suite: dict[str, Any], spec: dict[str, Any]) -> str:
     metric = sorted({k[2] for k in lines})
     drawn = {p["row"] for pts in lines.values() for p in pts}
     also = [a for a in spec.get("also") or [] if a in drawn]
-    return (f"{' / '.join(metric) or 'accuracy %'}: mean over models and seeds, population std as "
-            f"error bars, against {X_LABELS[spec['x']]} (log scale); one line per method and "
+    return (f"{' / '.join(metric) or 'accuracy %'}: mean over models and seeds (their number "
+            f"per point: the table), population std as error bars, against {X_LABELS[spec['x']]} (log scale); one line per method and "
             f"storage" + (f"; protocol {protos[0]}" if len(protos) == 1 else
                           "; protocols in the legend") + "."
             + (f" Also drawn from other suites: {', '.join(also)}." if also else ""))
