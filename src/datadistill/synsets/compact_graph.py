@@ -16,6 +16,30 @@ _STORED_TYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16":
 _GRAPH_LAYOUT = ("features", "feature_ranges", "labels", "pairs", "weights", "weight_ranges")
 
 
+def _encode_weights(w: Tensor, edge_dtype: str) -> tuple[Tensor, Tensor]:
+    """Edge weights as stored: ``uint8`` with one range for every edge, others as ``quantize``."""
+    if edge_dtype == "uint8":
+        return quantize(w, "uint8", torch.zeros(w.shape[0], dtype=torch.long), 1)
+    return quantize(w, edge_dtype)
+
+
+def _decode_weights(syn) -> Tensor:
+    """The float32 weights of ``syn.weights`` (one per stored edge)."""
+    e = int(syn.pairs.shape[1])
+    return dequantize(syn.weights, syn.edge_dtype, syn.weight_ranges, count=e,
+                      segments=torch.zeros(e, dtype=torch.long, device=syn.pairs.device))
+
+
+def _resize_stored(syn, state_dict, prefix: str, keys: tuple[str, ...]) -> None:
+    """Give the buffers ``keys`` the shapes they were saved with (their length is the number of
+    stored edges or nodes) before ``load_state_dict`` copies into them."""
+    for k in keys:
+        if prefix + k in state_dict:
+            cur = getattr(syn, k)
+            setattr(syn, k, torch.empty(state_dict[prefix + k].shape, dtype=cur.dtype,
+                                        device=cur.device))
+
+
 @SYNSETS.register("compact-graph")
 class CompactGraphSet(SyntheticSet):
     """A node-classification graph summary stored compactly (``datadistill.compact.compact``):
@@ -90,10 +114,7 @@ class CompactGraphSet(SyntheticSet):
         i, j = keep.nonzero(as_tuple=True)
         feats, franges = quantize(x, self.dtype)  # uint8: one (lo, hi) per node
         w = adj[i, j]
-        if self.edge_dtype == "uint8":  # one range for every edge
-            weights, wr = quantize(w, "uint8", torch.zeros_like(i), 1)
-        else:
-            weights, wr = quantize(w, self.edge_dtype)
+        weights, wr = _encode_weights(w, self.edge_dtype)
         dev = self.x.device
         stored = {"features": feats, "feature_ranges": franges,
                   "labels": labels.to(self.labels.dtype), "pairs": torch.stack([i, j]).to(self.pairs.dtype),
@@ -105,19 +126,13 @@ class CompactGraphSet(SyntheticSet):
     def _decode(self) -> None:
         self.x = dequantize(self.features, self.dtype, self.feature_ranges)
         i, j = self.pairs.long()
-        e = int(i.numel())
-        w = dequantize(self.weights, self.edge_dtype, self.weight_ranges, count=e,
-                       segments=torch.zeros(e, dtype=torch.long, device=i.device))
+        w = _decode_weights(self)
         if self.symmetric:
             i, j, w = torch.cat([i, j]), torch.cat([j, i]), torch.cat([w, w])
         self.edge_index, self.edge_weight = torch.stack([j, i]), w  # message j -> i
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kw):
-        for k in ("pairs", "weights"):  # their length is the number of stored edges
-            if prefix + k in state_dict:
-                cur = getattr(self, k)
-                setattr(self, k, torch.empty(state_dict[prefix + k].shape, dtype=cur.dtype,
-                                             device=cur.device))
+        _resize_stored(self, state_dict, prefix, ("pairs", "weights"))
         super()._load_from_state_dict(state_dict, prefix, *args, **kw)
         self._decode()
 
@@ -247,10 +262,7 @@ class CompactGraphBatchSet(SyntheticSet):
         b, i, j = keep.nonzero(as_tuple=True)  # graph-major order
         feats, franges = quantize(x[real], self.dtype)  # uint8: one (lo, hi) per node
         w = adj[b, i, j]
-        if self.edge_dtype == "uint8":
-            weights, wr = quantize(w, "uint8", torch.zeros_like(b), 1)
-        else:
-            weights, wr = quantize(w, self.edge_dtype)
+        weights, wr = _encode_weights(w, self.edge_dtype)
         counts = torch.bincount(b, minlength=g)
         stored = {"features": feats, "feature_ranges": franges,
                   "labels": labels.to(self.labels.dtype), "sizes": sizes.to(self.sizes.dtype),
@@ -268,9 +280,7 @@ class CompactGraphBatchSet(SyntheticSet):
         b = torch.arange(self.graphs, device=sizes.device).repeat_interleave(
             self.edge_counts.long())
         i, j = self.pairs.long()
-        e = int(i.numel())
-        w = dequantize(self.weights, self.edge_dtype, self.weight_ranges, count=e,
-                       segments=torch.zeros(e, dtype=torch.long, device=i.device))
+        w = _decode_weights(self)
         if self.symmetric:
             b, i, j, w = torch.cat([b, b]), torch.cat([i, j]), torch.cat([j, i]), torch.cat([w, w])
         start = torch.cumsum(sizes, 0) - sizes  # first node of each graph among the real ones
@@ -280,11 +290,7 @@ class CompactGraphBatchSet(SyntheticSet):
         self.batch = torch.arange(self.graphs, device=sizes.device).repeat_interleave(sizes)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kw):
-        for k in ("features", "feature_ranges", "pairs", "weights"):
-            if prefix + k in state_dict:  # their length follows what was stored
-                cur = getattr(self, k)
-                setattr(self, k, torch.empty(state_dict[prefix + k].shape, dtype=cur.dtype,
-                                             device=cur.device))
+        _resize_stored(self, state_dict, prefix, ("features", "feature_ranges", "pairs", "weights"))
         super()._load_from_state_dict(state_dict, prefix, *args, **kw)
         self._decode()
 
