@@ -227,7 +227,44 @@ def test_a_figure_draws_rows_of_other_suites_it_names_and_compact_layouts_apart(
     assert "other/kfs-ipc10" in " ".join(shown["scaling"])
 
 
+def test_a_cpu_figure_draws_each_curve_row_as_a_line_with_the_budget_marked(tmp_path):
+    from datadistill.bench.report.figure import caption, series
+
+    def point(its, cpu, acc):
+        return {"iterations": its, "distill_cpu_s": cpu, "model": "convnet",
+                "accuracy": {"mean": acc, "std": 0.5, "n": 2}}
+
+    rows = {"dm-u8": {**_row("dm-u8", iterations_run=300, label="dm, uint8",
+                             accuracy={"mean": 84.0, "std": 0.2, "n": 2}),
+                      "cpu_s": {"distill": 600.0},
+                      "curve": [point(100, 200.0, 80.0), point(300, 600.0, 84.0)]},
+            "kfs": {**_row("kfs", method="kfs", iterations_run=200, label="kfs"),
+                    "cpu_s": {"distill": 400.0},
+                    "curve": [point(50, 100.0, 78.0), point(200, 400.0, 82.0)]},
+            "dm-plain": {**_row("dm-plain", iterations_run=10), "cpu_s": {"distill": 50.0}},
+            "no-cpu": _row("no-cpu", iterations_run=10, label="lost")}
+    lines = series(_results(rows), "cpu")
+    # one line per row (two DM rows stay apart), curve points in CPU order; a row without
+    # a curve is its one point; a row without CPU-seconds is not drawn
+    assert [k[0] for k in lines] == ["dm", "dm, uint8", "kfs"]
+    assert [(p["x"], p["mean"]) for p in lines[("dm, uint8", "fast", "accuracy %")]] == \
+        [(200.0, 80.0), (600.0, 84.0)]
+    assert [p["x"] for p in lines[("dm", "fast", "accuracy %")]] == [50.0]
+    spec = {"x": "cpu", "title": None, "also": [], "limit": {"x": 900.0, "label": "goal"}}
+    assert "the dashed line: goal (900)" in caption(_results(rows), spec)
+    root = _bench(tmp_path, 'figure = {x = "cpu", limit = {x = 900, label = "goal"}}',
+                  rows=rows)
+    assert load_suite(root / "suites" / "scaling.toml", check=False).figure["limit"] == \
+        {"x": 900.0, "label": "goal"}
+    assert main(["--bench-dir", str(root), "report", "--out", str(tmp_path / "B.md")]) == 0
+    assert (root / "results" / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    assert "distillation CPU-seconds (linear scale" in (tmp_path / "B.md").read_text()
+
+
 @pytest.mark.parametrize("figure,match", [
+    ('figure = {x = "cpu", limit = 900}', "limit"),
+    ('figure = {x = "cpu", limit = {x = -1}}', "limit"),
+    ('figure = {x = "cpu", limit = {x = 900, colour = "red"}}', "limit"),
     ('figure = {x = "ipc", also = "scaling/x"}', "also"),
     ('figure = {x = "ipc", also = ["no-slash"]}', "also"),
     ('figure = {x = "ipc", colour = "red"}', "colour"),

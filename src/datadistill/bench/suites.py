@@ -35,11 +35,12 @@ version of the library (``commit = "<git commit>"``, its speed settings then in 
 ``"python $DRIVER"``; see ``external.time_external``). Unknown keys, methods and datasets are
 errors that name them.
 
-A suite may declare ``figure = {x = "ipc" | "bytes", title = "...", also = ["<suite>/<row>"]}``
-(``also``: rows of other suites drawn in it too): the report then draws
-``bench/results/<suite>.png`` from its results file (accuracy against examples per class or
-stored bytes, one line per method and storage; ``report/figure.py``) and shows it in the suite's
-section.
+A suite may declare ``figure = {x = "ipc" | "bytes" | "cpu", title = "...", also =
+["<suite>/<row>"], limit = {x = <number>, label = "..."}}`` (``also``: rows of other suites drawn
+in it too; ``limit``: a vertical line marking a budget on the x axis): the report then draws
+``bench/results/<suite>.png`` from its results file (accuracy against examples per class, stored
+bytes or distillation CPU-seconds; one line per method and storage, or with ``x = "cpu"`` one line
+per row, its ``curve`` points; ``report/figure.py``) and shows it in the suite's section.
 """
 from __future__ import annotations
 
@@ -62,12 +63,13 @@ PUBLISHED_KEYS = {"accuracy", "std", "source", "iterations", "protocol", "note"}
 RUN_KEYS = {"device", "precision", "threads", "compile", "fused", "channels_last", "chunk",
             "workers", "allocator", "release_memory", "fast_norm"}
 SUITE_KEYS = {"title", "notes", "defaults", "rows", "figure"}
-#: ``figure = {x, title, also}``: what the suite's figure plots against (``x``), its title, and
-#: rows of other suites it draws too (``also = ["<suite>/<row>", ...]``)
-FIGURE_KEYS = {"x", "title", "also"}
+#: ``figure = {x, title, also, limit}``: what the suite's figure plots against (``x``), its title,
+#: rows of other suites it draws too (``also = ["<suite>/<row>", ...]``) and a budget marked on
+#: the x axis (``limit = {x = <number>, label = "..."}``)
+FIGURE_KEYS = {"x", "title", "also", "limit"}
 #: ``compact = {...}``: the arguments of ``datadistill.compact.compact`` a row may set
 COMPACT_KEYS = {"topk", "dtype", "threshold", "edge_dtype"}
-FIGURE_X = ("ipc", "bytes")
+FIGURE_X = ("ipc", "bytes", "cpu")
 KINDS = ("accuracy", "speed")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: "<suite>/<row>" (``from_summary`` also takes "/s<seed>" after it)
@@ -247,7 +249,8 @@ def _robust(value: Any, kind: str, where: str) -> dict[str, Any] | None:
 
 
 def _figure(value: Any, where: str) -> dict[str, Any] | None:
-    """``figure = {x = "ipc" | "bytes", title = "..."}`` as the suite keeps it (None: none)."""
+    """``figure = {x = "ipc" | "bytes" | "cpu", title, also, limit}`` as the suite keeps it (None:
+    none)."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -256,7 +259,7 @@ def _figure(value: Any, where: str) -> dict[str, Any] | None:
     _known(value, FIGURE_KEYS, "figure key(s)", where)
     if value.get("x") not in FIGURE_X:
         raise SuiteError(f"{where}: figure x = {value.get('x')!r}: one of {', '.join(FIGURE_X)} "
-                         f"(examples per class or stored bytes)")
+                         f"(examples per class, stored bytes or distillation CPU-seconds)")
     if "title" in value and not isinstance(value["title"], str):
         raise SuiteError(f"{where}: figure title = {value['title']!r}: a string")
     also = value.get("also", [])
@@ -264,7 +267,16 @@ def _figure(value: Any, where: str) -> dict[str, Any] | None:
             isinstance(a, str) and re.fullmatch(_REF, a) for a in also):
         raise SuiteError(f"{where}: figure also = {also!r}: a list of '<suite>/<row>' "
                          f"(rows of other suites drawn in this figure too)")
-    return {"x": value["x"], "title": value.get("title"), "also": list(also)}
+    limit = value.get("limit")
+    if limit is not None:
+        ok = isinstance(limit, dict) and set(limit) <= {"x", "label"} \
+            and isinstance(limit.get("x"), (int, float)) and not isinstance(limit["x"], bool) \
+            and limit["x"] > 0 and isinstance(limit.get("label", ""), str)
+        if not ok:
+            raise SuiteError(f"{where}: figure limit = {limit!r}: a table {{x = <positive "
+                             f"number>, label = \"...\"}} (a budget marked on the x axis)")
+        limit = {"x": float(limit["x"]), "label": limit.get("label") or ""}
+    return {"x": value["x"], "title": value.get("title"), "also": list(also), "limit": limit}
 
 
 def suite_figure(path: Path) -> dict[str, Any] | None:

@@ -1,11 +1,15 @@
-"""A suite's figure (``figure = {x, title, also}`` in its TOML): accuracy against examples per class
-(``x = "ipc"``) or stored bytes (``x = "bytes"``) from its results file, drawn into
-``bench/results/<suite>.png`` and shown in the suite's section of ``BENCHMARKS.md``.
+"""A suite's figure (``figure = {x, title, also, limit}`` in its TOML): accuracy against examples
+per class (``x = "ipc"``), stored bytes (``x = "bytes"``) or distillation CPU-seconds
+(``x = "cpu"``) from its results file, drawn into ``bench/results/<suite>.png`` and shown in the
+suite's section of ``BENCHMARKS.md``.
 
-One line per series: the rows of one method with the same storage precision and label settings
-(``set`` keys ``storage`` and ``*label*``) and compact layout (``compact``) under one protocol,
-sorted by x; where a series has several rows at one x, the one with the most iterations. Each
-point: the mean with the population std (over models and seeds) as an error bar; log-x. The protocol is in the figure's
+Against examples or bytes, one line per series: the rows of one method with the same storage
+precision and label settings (``set`` keys ``storage`` and ``*label*``) and compact layout
+(``compact``) under one protocol, sorted by x; where a series has several rows at one x, the one
+with the most iterations; log-x. Against CPU-seconds, one line per row: the points of its
+``curve`` (one distillation evaluated at its snapshots; a row without a curve is one point);
+linear x, and ``limit`` draws a budget as a vertical line. Each point: the mean with the
+population std (over models and seeds) as an error bar. The protocol is in the figure's
 subtitle when every row shares it, else in each series' legend entry. The PNG carries no
 metadata that varies between runs (``report.figures.to_png``) and is rewritten only when its
 bytes change, so regenerating the report without new results leaves it untouched.
@@ -20,15 +24,36 @@ from typing import Any
 
 from .cells import _protocol, stored_bytes
 
-X_LABELS = {"ipc": "examples per class", "bytes": "stored bytes"}
+X_LABELS = {"ipc": "examples per class", "bytes": "stored bytes",
+            "cpu": "distillation CPU-seconds"}
 
 
 def _x(row: dict[str, Any], x: str) -> float | None:
     if x == "ipc":
         v = (row.get("budget") or {}).get("ipc")
+    elif x == "cpu":
+        v = (row.get("cpu_s") or {}).get("distill")
     else:
         v = stored_bytes(row)
     return float(v) if v else None
+
+
+def _cpu_series(suite: dict[str, Any]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """Against CPU-seconds: one line per finished row (its curve's points, or its one point)."""
+    out = {}
+    for r in suite["rows"].values():
+        if r.get("kind") != "accuracy" or r.get("status") != "done":
+            continue
+        marks = [(p.get("distill_cpu_s"), p.get("accuracy") or {}) for p in r.get("curve") or []] \
+            or [(_x(r, "cpu"), r.get("accuracy") or {})]
+        pts = [{"x": float(cpu), "mean": float(acc["mean"]), "std": float(acc.get("std") or 0.0),
+                "row": r["id"]} for cpu, acc in marks
+               if cpu is not None and acc.get("mean") is not None]
+        if pts:
+            proto = re.sub(r",? \d+ models?\)", ")", _protocol(r))
+            out[(str(r.get("label") or r["id"]), proto, r.get("metric") or "accuracy %")] = \
+                sorted(pts, key=lambda p: p["x"])
+    return dict(sorted(out.items()))
 
 
 def _series_key(row: dict[str, Any]) -> tuple[str, str, str]:
@@ -49,6 +74,8 @@ def _series_key(row: dict[str, Any]) -> tuple[str, str, str]:
 
 def series(suite: dict[str, Any], x: str) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
     """The plotted points per series: {x, mean, std, row}, sorted by x."""
+    if x == "cpu":
+        return _cpu_series(suite)
     out: dict[tuple[str, str, str], dict[float, dict[str, Any]]] = {}
     for r in suite["rows"].values():
         mean = (r.get("accuracy") or {}).get("mean")
@@ -85,9 +112,15 @@ def caption(suite: dict[str, Any], spec: dict[str, Any]) -> str:
     metric = sorted({k[2] for k in lines})
     drawn = {p["row"] for pts in lines.values() for p in pts}
     also = [a for a in spec.get("also") or [] if a in drawn]
+    per = ("(linear scale; threads: the table); one line per row, each one distillation "
+           "evaluated at its snapshots" if spec["x"] == "cpu" else
+           "(log scale); one line per method and storage")
+    limit = spec.get("limit")
     return (f"{' / '.join(metric) or 'accuracy %'}: mean over models and seeds (their number "
-            f"per point: the table), population std as error bars, against {X_LABELS[spec['x']]} (log scale); one line per method and "
-            f"storage" + (f"; protocol {protos[0]}" if len(protos) == 1 else
+            f"per point: the table), population std as error bars, against "
+            f"{X_LABELS[spec['x']]} {per}"
+            + (f"; the dashed line: {limit['label'] or 'the budget'} ({limit['x']:g})"
+               if limit else "") + (f"; protocol {protos[0]}" if len(protos) == 1 else
                           "; protocols in the legend") + "."
             + (f" Also drawn from other suites: {', '.join(also)}." if also else ""))
 
@@ -112,14 +145,21 @@ def draw(suite: dict[str, Any], spec: dict[str, Any]) -> bytes | None:
             ax.errorbar([p["x"] for p in pts], [p["mean"] for p in pts],
                         yerr=[p["std"] for p in pts], color=color(i), marker=marker(i),
                         capsize=3, lw=1.2, ms=5, label=label)
-        ax.set_xscale("log")
         xs = sorted({p["x"] for pts in lines.values() for p in pts})
-        if spec["x"] == "ipc":  # the examples-per-class values themselves as ticks
-            ax.set_xticks(xs)
-            ax.xaxis.set_major_formatter(ScalarFormatter())
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlim(xs[0] / 1.5, xs[-1] * 1.5)
-        ax.set_xlabel(X_LABELS[spec["x"]] + " (log scale)")
+        limit = spec.get("limit")
+        if limit:
+            ax.axvline(limit["x"], color="0.4", ls="--", lw=1.0, label=limit["label"] or None)
+        if spec["x"] == "cpu":  # linear: CPU-seconds add up
+            ax.set_xlim(0, max(xs[-1], limit["x"] if limit else 0) * 1.05)
+            ax.set_xlabel(X_LABELS["cpu"])
+        else:
+            ax.set_xscale("log")
+            if spec["x"] == "ipc":  # the examples-per-class values themselves as ticks
+                ax.set_xticks(xs)
+                ax.xaxis.set_major_formatter(ScalarFormatter())
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlim(xs[0] / 1.5, xs[-1] * 1.5)
+            ax.set_xlabel(X_LABELS[spec["x"]] + " (log scale)")
         ax.set_ylabel(" / ".join(metrics))
         ax.set_title(title, fontsize=9)
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
