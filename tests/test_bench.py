@@ -183,7 +183,7 @@ def test_stored_bytes_of_old_rows_and_unknown_ones():
 def test_resume_of_a_row_that_never_started(tmp_path):
     """``--resume`` on a row without a run folder starts it (it used to write its progress log
     before creating the folder: FileNotFoundError)."""
-    from datadistill.bench.execute import _distill_seed
+    from datadistill.bench.accuracy import _distill_seed
 
     class Fake:  # the runner's two calls _distill_seed makes
         def checkpoint_iteration(self, sdir):

@@ -7,7 +7,8 @@
 A suite is a TOML file in ``bench/suites/`` (``suites.py`` reads it); each row is one
 benchmark: distil a dataset to a budget and evaluate it (``kind = "accuracy"``, coresets
 included) or time a few iterations (``kind = "speed"``). ``execute.py`` runs each row in a
-fresh child process (so peak RSS and CPU time belong to that row) and writes
+fresh child process (so peak RSS and CPU time belong to that row; an accuracy row's work:
+``accuracy.py``; CPU and RSS: ``measure.py``) and writes
 ``bench/results/<suite>.json`` (``results.py``) after every row; ``report/`` turns every
 results file into ``BENCHMARKS.md``. Every call into the library lives in ``runner.py``.
 
