@@ -14,6 +14,7 @@ from . import results as res
 from .measure import cpu_seconds, peak_rss_bytes, stats as _stats, write_json as _write_json
 from .suites import Row
 
+
 def _distill_seed(row: Row, real, seed: int, sdir: Path, resume: bool, runner) -> dict[str, Any]:
     """Distil one seed, resuming from the checkpoint in ``sdir``; CPU/wall counted once per
     iteration across interruptions (``progress.jsonl`` holds the running totals)."""

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+
 def cpu_seconds() -> float:
     """CPU time of this process (all threads) plus its waited-for children, user + sys."""
     ch = resource.getrusage(resource.RUSAGE_CHILDREN)
