@@ -28,6 +28,11 @@ def cmd_list(args, layout: Layout) -> int:
         print(f"{suite.name}: {suite.title} ({len(suite.rows)} rows)")
         for r in suite.rows:
             state = rows.get(r.id, {}).get("status", "not run")
+            if state == "running":  # (or stopped mid-way: what its files say it got to)
+                from .progress import row_progress
+
+                now = row_progress(layout.run_dir(suite.name, r.id), r.iterations)
+                state += f" ({now})" if now else ""
             budget = ", ".join(f"{k} {v}" for k, v in r.budget.items())
             print(f"  {r.id:<28} {r.kind:<8} {r.method:<10} {r.dataset:<15} {budget:<12} {state}")
     return 0
@@ -38,7 +43,8 @@ def cmd_run(args, layout: Layout) -> int:
 
     suite = load_suite(find_suite(args.suite, layout.suites))
     failed = run_suite(suite, layout, resume=args.resume, only=args.only,
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
+                       log=lambda m: print(m, file=sys.stderr, flush=True),
+                       progress_every=args.progress_every or None)
     return 1 if failed else 0
 
 
@@ -80,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true",
                    help="skip rows already done; continue interrupted rows from their checkpoints")
     r.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows (others kept)")
+    r.add_argument("--progress-every", type=float, default=300.0, metavar="SECONDS",
+                   help="log what a running row is doing (distillation iteration, evaluation "
+                        "model and epoch) every SECONDS when it changed (default 300; 0: never)")
     r.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="regenerate BENCHMARKS.md from every results file")
     rep.add_argument("--out", default=None, help="default: BENCHMARKS.md beside bench/")

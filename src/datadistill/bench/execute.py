@@ -115,11 +115,34 @@ def _fold_round(prev: dict[str, Any] | None, rec: dict[str, Any], repeats: int) 
             "status": "done" if len(rounds) >= repeats else "running"}
 
 
+def _run_child(cmd: list[str], row: Row, run_dir: Path, log: Callable[[str], None],
+               every: float | None) -> subprocess.CompletedProcess:
+    """Run one row's child; every ``every`` seconds, log what it is doing when that changed
+    (``progress.row_progress``; None: silent)."""
+    from .progress import row_progress
+
+    with subprocess.Popen(cmd, env=_child_env(row), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        said = None
+        while True:
+            try:
+                out, err = proc.communicate(timeout=every)
+                break
+            except subprocess.TimeoutExpired:
+                now = row_progress(run_dir, row.iterations)
+                if now and now != said:
+                    log(now)
+                    said = now
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def run_suite(suite: Suite, layout: res.Layout, *, resume: bool = False,
-              only: Iterable[str] | None = None, log: Callable[[str], None] = print) -> int:
+              only: Iterable[str] | None = None, log: Callable[[str], None] = print,
+              progress_every: float | None = 300.0) -> int:
     """Run the suite's rows (``only``: just those); returns the number of failed rows. Rows
     with ``repeats > 1`` run round by round: round 1 of every row, then round 2, ... so that the
-    variants a speed suite compares alternate in time."""
+    variants a speed suite compares alternate in time. While a row runs, what it is doing is
+    logged every ``progress_every`` seconds when it changed (None: not)."""
     wanted = [suite.row(r).id for r in only] if only else [r.id for r in suite.rows]
     path = layout.results_file(suite.name)
     old = res.load_results(path)
@@ -163,7 +186,9 @@ def run_suite(suite: Suite, layout: res.Layout, *, resume: bool = False,
                    "_row", str(suite.path), row.id] + (["--resume"] if resume else [])
             record_file = layout.run_dir(suite.name, row.id) / "record.json"
             record_file.unlink(missing_ok=True)  # (a previous round's)
-            proc = subprocess.run(cmd, env=_child_env(row), capture_output=True, text=True)
+            proc = _run_child(cmd, row, layout.run_dir(suite.name, row.id),
+                              lambda text, r=row: log(f"[bench] {suite.name}/{r.id}: {text}"),
+                              progress_every)
             if proc.returncode == 0 and record_file.exists():
                 rec = json.loads(record_file.read_text())
                 if row.repeats > 1:

@@ -169,7 +169,7 @@ def fit_model(ctx: dict[str, Any], task: tuple[int, str, int, int]) -> dict[str,
         def on_state(state: dict[str, Any]) -> None:
             now = time.monotonic()
             if now - last[0] >= STATE_EVERY_S or state["epoch"] == passes:
-                ckpt.save_state({**state, "key": key, "losses": losses,
+                ckpt.save_state({**state, "key": key, "losses": losses, "passes": passes,
                                  "cpu_s": before + time.process_time() - t0}, folder, "train")
                 last[0] = now
     train_model(net, x, y, epochs=proto.epochs, generator=gen, lr=lr,
