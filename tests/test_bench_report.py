@@ -192,6 +192,14 @@ def test_a_bytes_figure_and_a_suite_without_one(tmp_path):
 
     lines = series(_results(_scaling_rows()), "bytes")
     assert [p["x"] for p in lines[("random, uint8", "fast", "accuracy %")]] == [640.0, 6400.0, 32000.0]
+    # two rows of one series at one x: the one with the most iterations is drawn
+    rows = _scaling_rows()
+    rows["dm-ipc10-short"] = {**rows["dm-ipc10"], "id": "dm-ipc10-short", "iterations_run": 5,
+                              "accuracy": {"mean": 1.0, "std": 0.0, "n": 2}}
+    for order in (rows, dict(reversed(list(rows.items())))):
+        pts = series(_results(order), "ipc")[("dm", "fast", "accuracy %")]
+        assert [(p["x"], p["row"]) for p in pts] == [(1.0, "dm-ipc1"), (10.0, "dm-ipc10"),
+                                                      (50.0, "dm-ipc50")]
     root = _bench(tmp_path, 'figure = {x = "bytes"}')
     assert main(["--bench-dir", str(root), "report", "--out", str(tmp_path / "B.md")]) == 0
     assert (root / "results" / "scaling.png").stat().st_size > 0

@@ -84,8 +84,9 @@ def series(suite: dict[str, Any], x: str) -> dict[tuple[str, str, str], list[dic
             continue
         pts = out.setdefault(_series_key(r), {})
         old = pts.get(xv)
-        if old is None or (r.get("iterations_run") or 0) >= (old["row"].get("iterations_run") or 0):
-            pts[xv] = {"x": xv, "mean": float(mean),
+        its = r.get("iterations_run") or 0
+        if old is None or its >= old["iterations"]:
+            pts[xv] = {"x": xv, "mean": float(mean), "iterations": its,
                        "std": float((r.get("accuracy") or {}).get("std") or 0.0), "row": r["id"]}
     return {k: [v[xv] for xv in sorted(v)] for k, v in sorted(out.items())}
 
