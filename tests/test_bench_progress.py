@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from datadistill import checkpoint as ckpt
 from datadistill.bench.__main__ import main
 from datadistill.bench.execute import run_suite
@@ -100,3 +102,7 @@ def test_a_running_row_logs_its_progress_and_list_shows_it(tmp_path, capsys):
     assert main(["--bench-dir", str(root), "list"]) == 0
     line = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("dm ")][0]
     assert "running (seed 0: distilling, iteration 40 of 40 (" in line
+    for bad in ("-5", "nan", "soon"):  # a clear error, not a busy loop
+        with pytest.raises(SystemExit):
+            main(["--bench-dir", str(root), "run", "tiny", "--progress-every", bad])
+        assert "a number of seconds >= 0" in capsys.readouterr().err

@@ -74,6 +74,16 @@ def cmd_row(args, layout: Layout) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v >= 0:  # (NaN too)
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds >= 0 (0: never)")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m datadistill.bench", description=__doc__)
     p.add_argument("--bench-dir", default=None,
@@ -86,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true",
                    help="skip rows already done; continue interrupted rows from their checkpoints")
     r.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows (others kept)")
-    r.add_argument("--progress-every", type=float, default=300.0, metavar="SECONDS",
+    r.add_argument("--progress-every", type=_seconds, default=300.0, metavar="SECONDS",
                    help="log what a running row is doing (distillation iteration, evaluation "
                         "model and epoch) every SECONDS when it changed (default 300; 0: never)")
     r.set_defaults(func=cmd_run)
