@@ -40,7 +40,9 @@ A suite may declare ``figure = {x = "ipc" | "bytes" | "cpu", title = "...", also
 in it too; ``limit``: a vertical line marking a budget on the x axis): the report then draws
 ``bench/results/<suite>.png`` from its results file (accuracy against examples per class, stored
 bytes or distillation CPU-seconds; one line per method and storage, or with ``x = "cpu"`` one line
-per row, its ``curve`` points; ``report/figure.py``) and shows it in the suite's section.
+per row, its ``curve`` points; ``report/figure.py``) and shows it in the suite's section. A row's
+``series = "<name>"`` draws it in the line of that name instead of its method's (rows of one
+method whose ``ipc`` means different things, e.g. KFS at fixed bytes and at fixed examples).
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ ROW_KEYS = {
     "id", "kind", "method", "label", "dataset", "data_dir", "ipc", "ratio", "users", "preset",
     "set", "iterations", "protocol", "num_models", "models", "seeds", "run", "published",
     "summary", "notes", "timed", "warmup", "vs", "repeats", "commit", "external", "robust",
-    "byte_budget", "curve", "from_summary", "compact",
+    "byte_budget", "curve", "from_summary", "compact", "series",
 }
 #: ``robust = {...}``: the arguments of ``robust_scores`` a row may set (defaults: the library's)
 ROBUST_KEYS = {"full", "lrs_weight", "ars_weight"}
@@ -119,6 +121,8 @@ class Row:
     from_summary: str | None = None
     #: ``datadistill.compact.compact`` options: the summary is converted before it is evaluated
     compact: dict[str, Any] | None = None
+    #: the figure line this row is drawn in (None: its method, storage and label settings)
+    series: str | None = None
 
     @property
     def budget(self) -> dict[str, Any]:
@@ -183,6 +187,11 @@ def _row(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Row:
         b = merged["byte_budget"]
         if isinstance(b, bool) or not isinstance(b, int) or b <= 0:
             raise SuiteError(f"{where}: byte_budget = {b!r}: a positive number of bytes")
+    if merged.get("series") is not None:
+        v = merged["series"]
+        if not isinstance(v, str) or not v.strip():
+            raise SuiteError(f"{where}: series = {v!r}: the name of the figure line the row is "
+                             f"drawn in (a non-empty string)")
     if "curve" in merged:
         merged["curve"] = _curve(merged["curve"], merged, where)
     if merged.get("from_summary") is not None:

@@ -5,7 +5,7 @@ suite's section of ``BENCHMARKS.md``.
 
 Against examples or bytes, one line per series: the rows of one method with the same storage
 precision and label settings (``set`` keys ``storage`` and ``*label*``) and compact layout
-(``compact``) under one protocol, sorted by x; where a series has several rows at one x, the one
+(``compact``) under one protocol (or the rows declaring one ``series`` name), sorted by x; where a series has several rows at one x, the one
 with the most iterations; log-x. Against CPU-seconds, one line per row: the points of its
 ``curve`` (one distillation evaluated at its snapshots; a row without a curve is one point);
 linear x, and ``limit`` draws a budget as a vertical line. Each point: the mean with the
@@ -57,8 +57,12 @@ def _cpu_series(suite: dict[str, Any]) -> dict[tuple[str, str, str], list[dict[s
 
 
 def _series_key(row: dict[str, Any]) -> tuple[str, str, str]:
-    """(name, protocol, metric) of the line a row belongs to."""
+    """(name, protocol, metric) of the line a row belongs to: its declared ``series``, else its
+    method with its storage, label settings and compact layout."""
     d = row.get("declared") or {}
+    proto = re.sub(r",? \d+ models?\)", ")", _protocol(row))
+    if d.get("series"):
+        return str(d["series"]), proto, row.get("metric") or "accuracy %"
     kept = {k: v for k, v in sorted((d.get("set") or {}).items())
             if k == "storage" or "label" in k}
     comp = d.get("compact") or {}
@@ -68,7 +72,6 @@ def _series_key(row: dict[str, Any]) -> tuple[str, str, str]:
                      + [str(v) if k == "storage" else f"{k}={v}" for k, v in kept.items()]
                      + ([" ".join(layout)] if comp else []))
     # one line whatever the number of evaluation models of each point (the tables give it)
-    proto = re.sub(r",? \d+ models?\)", ")", _protocol(row))
     return name, proto, row.get("metric") or "accuracy %"
 
 
