@@ -316,3 +316,34 @@ def test_points_with_fewer_evaluation_models_stay_on_their_methods_line():
     assert list(lines) == [("dm", "fast (300 ep)", "accuracy %"),
                            ("random, uint8", "fast (300 ep)", "accuracy %")]
     assert [p["x"] for p in lines[("dm", "fast (300 ep)", "accuracy %")]] == [1.0, 10.0, 50.0]
+
+
+def test_rows_declaring_a_series_are_drawn_in_their_own_line():
+    from datadistill.bench.report.figure import series
+
+    rows = _scaling_rows()
+    # KFS at fixed bytes (its method's line) and at fixed examples (a named line), both at ipc 10
+    for rid, ipc, acc, named in (("kfs-ipc10", 10, 80.0, False), ("kfs-n10", 10, 70.0, True),
+                                 ("kfs-n50", 50, 75.0, True)):
+        rows[rid] = {**_row(rid, method="kfs", iterations_run=200,
+                            accuracy={"mean": acc, "std": 0.1, "n": 2}),
+                     "budget": {"ipc": ipc}, "stored_bytes": 100 * ipc}
+        rows[rid]["declared"]["set"] = {"codes_per_class": ipc // 2} if named else {}
+        if named:
+            rows[rid]["declared"]["series"] = "kfs, fixed examples"
+    lines = series(_results(rows), "ipc")
+    assert [(p["x"], p["row"]) for p in lines[("kfs", "fast", "accuracy %")]] == [(10.0, "kfs-ipc10")]
+    assert [(p["x"], p["mean"]) for p in lines[("kfs, fixed examples", "fast", "accuracy %")]] == \
+        [(10.0, 70.0), (50.0, 75.0)]
+    assert ("dm", "fast", "accuracy %") in lines  # rows without one keep their method's line
+
+
+@pytest.mark.parametrize("value", ['""', "3", '"  "'])
+def test_a_bad_series_is_a_suite_error(value):
+    from datadistill.bench.suites import SuiteError, parse_suite
+
+    text = f'title = "t"\n[[rows]]\nid = "a"\nmethod = "dm"\ndataset = "digits"\nseries = {value}\n'
+    with pytest.raises(SuiteError, match="series"):
+        parse_suite(text, "t")
+    ok = parse_suite(text.replace(f"series = {value}", 'series = "dm, named"'), "t")
+    assert ok.rows[0].series == "dm, named" and ok.rows[0].declared()["series"] == "dm, named"
