@@ -4,13 +4,16 @@ shows it beside a row still marked running."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 
 import pytest
 
 from datadistill import checkpoint as ckpt
 from datadistill.bench.__main__ import main
 from datadistill.bench.execute import run_suite
-from datadistill.bench.progress import row_progress
+from datadistill.bench.progress import row_alive, row_progress
 from datadistill.bench.results import Layout
 from datadistill.bench.suites import load_suite
 
@@ -81,10 +84,18 @@ def test_a_running_row_logs_its_progress_and_list_shows_it(tmp_path, capsys):
     (root / "suites" / "tiny.toml").write_text(TINY)
     layout = Layout(root)
     said: list[str] = []
-    assert run_suite(load_suite(root / "suites" / "tiny.toml"), layout, log=said.append,
+    alive: list[bool] = []
+
+    def log(msg: str) -> None:
+        said.append(msg)
+        if msg.startswith("[bench] tiny/dm: seed 0: "):  # (said while the child runs)
+            alive.append(row_alive(layout.run_dir("tiny", "dm")))
+
+    assert run_suite(load_suite(root / "suites" / "tiny.toml"), layout, log=log,
                      progress_every=0.05) == 0
     moving = [m for m in said if m.startswith("[bench] tiny/dm: seed 0: ")]
     assert moving, said
+    assert alive and all(alive)  # its pid file names the live child while it runs
     assert len(moving) == len(set(moving))  # only when it changed
     assert said[-2] == "[bench] tiny/dm: done"
     # silent when asked
@@ -99,9 +110,35 @@ def test_a_running_row_logs_its_progress_and_list_shows_it(tmp_path, capsys):
     res.write_text(json.dumps(data))
     (layout.run_dir("tiny", "dm") / "s0" / "seed.json").unlink()
     (layout.run_dir("tiny", "dm") / "s0" / "distilled.json").unlink()
+    assert not (layout.run_dir("tiny", "dm") / "child.pid").exists()  # removed when it ended
     assert main(["--bench-dir", str(root), "list"]) == 0
     line = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("dm ")][0]
-    assert "running (seed 0: distilling, iteration 40 of 40 (" in line
+    assert "interrupted (seed 0: distilling, iteration 40 of 40 (" in line
+    assert "`run --resume` continues it" in line
+    # its pid file naming a live row process: running; a live pid of another program: not
+    row_proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
+                                 "datadistill.bench", "_row"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        for proc, word in ((row_proc, "running (seed 0"), (other, "interrupted (seed 0")):
+            (layout.run_dir("tiny", "dm") / "child.pid").write_text(f"{proc.pid}\n")
+            assert main(["--bench-dir", str(root), "list"]) == 0
+            out = capsys.readouterr().out.splitlines()
+            assert word in [x for x in out if x.strip().startswith("dm ")][0]
+    finally:
+        row_proc.kill()
+        other.kill()
+        row_proc.wait()
+        other.wait()
+    # a dead pid: interrupted; no run folder on this machine: it says a resume starts over
+    (layout.run_dir("tiny", "dm") / "child.pid").write_text(f"{row_proc.pid}\n")
+    assert main(["--bench-dir", str(root), "list"]) == 0
+    assert "interrupted (seed 0" in capsys.readouterr().out
+    shutil.rmtree(layout.run_dir("tiny", "dm"))
+    assert main(["--bench-dir", str(root), "list"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("dm ")][0]
+    assert line.rstrip().endswith("interrupted (no run state on this machine: "
+                                  "`run --resume` starts it over)")
     for bad in ("-5", "nan", "soon"):  # a clear error, not a busy loop
         with pytest.raises(SystemExit):
             main(["--bench-dir", str(root), "run", "tiny", "--progress-every", bad])

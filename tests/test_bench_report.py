@@ -301,7 +301,7 @@ def test_a_suite_table_has_stored_bytes_and_aligns_a_running_row():
     cols = [c.strip() for c in head.strip("|").split("|")]
     assert cols[4] == "stored bytes" and done.strip("|").split("|")[4].strip() == "313,700"
     assert head.count("|") == done.count("|") == busy.count("|")
-    assert busy.rstrip(" |").endswith("running")
+    assert busy.rstrip(" |").endswith("unfinished (started, no result yet)")
 
 
 def test_points_with_fewer_evaluation_models_stay_on_their_methods_line():

@@ -28,11 +28,10 @@ def cmd_list(args, layout: Layout) -> int:
         print(f"{suite.name}: {suite.title} ({len(suite.rows)} rows)")
         for r in suite.rows:
             state = rows.get(r.id, {}).get("status", "not run")
-            if state == "running":  # (or stopped mid-way: what its files say it got to)
-                from .progress import row_progress
+            if state == "running":  # started: running here, or interrupted (how far it got)
+                from .progress import row_state
 
-                now = row_progress(layout.run_dir(suite.name, r.id), r.iterations)
-                state += f" ({now})" if now else ""
+                state = row_state(layout.run_dir(suite.name, r.id), r.iterations)
             budget = ", ".join(f"{k} {v}" for k, v in r.budget.items())
             print(f"  {r.id:<28} {r.kind:<8} {r.method:<10} {r.dataset:<15} {budget:<12} {state}")
     return 0

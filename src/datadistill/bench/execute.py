@@ -119,20 +119,26 @@ def _run_child(cmd: list[str], row: Row, run_dir: Path, log: Callable[[str], Non
                every: float | None) -> subprocess.CompletedProcess:
     """Run one row's child; every ``every`` seconds, log what it is doing when that changed
     (``progress.row_progress``; None: silent)."""
-    from .progress import row_progress
+    from .progress import PID_FILE, row_progress
 
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = run_dir / PID_FILE
     with subprocess.Popen(cmd, env=_child_env(row), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as proc:
-        said = None
-        while True:
-            try:
-                out, err = proc.communicate(timeout=every)
-                break
-            except subprocess.TimeoutExpired:
-                now = row_progress(run_dir, row.iterations)
-                if now and now != said:
-                    log(now)
-                    said = now
+        pid_file.write_text(f"{proc.pid}\n")  # (``list`` tells running from interrupted by it)
+        try:
+            said = None
+            while True:
+                try:
+                    out, err = proc.communicate(timeout=every)
+                    break
+                except subprocess.TimeoutExpired:
+                    now = row_progress(run_dir, row.iterations)
+                    if now and now != said:
+                        log(now)
+                        said = now
+        finally:
+            pid_file.unlink(missing_ok=True)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 

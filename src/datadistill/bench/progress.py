@@ -11,8 +11,41 @@ best-effort: a file caught half-written is skipped until the next look.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+#: the row's child process id, in its run folder while it runs (``execute._run_child``)
+PID_FILE = "child.pid"
+
+
+def row_alive(run_dir: Path) -> bool:
+    """Whether the process that runs the row kept in ``run_dir`` is alive on this machine: its
+    pid file names a live process whose command line is a benchmark row (a pid reused by another
+    program does not count)."""
+    try:
+        pid = int((Path(run_dir) / PID_FILE).read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # (no /proc: the live pid is taken at its word)
+        return True
+    return b"datadistill.bench" in cmd and b"_row" in cmd
+
+
+def row_state(run_dir: Path, iterations: int | None = None) -> str:
+    """What ``list`` says of a row its results mark as started and not finished: ``running``
+    (its process is alive here) or ``interrupted`` (its process ended without a record), with
+    what its files got to; with no run folder here, that ``--resume`` starts it over."""
+    now = row_progress(run_dir, iterations)
+    if row_alive(run_dir):
+        return "running" + (f" ({now})" if now else "")
+    if not Path(run_dir).is_dir():
+        return "interrupted (no run state on this machine: `run --resume` starts it over)"
+    return "interrupted" + (f" ({now}; `run --resume` continues it)" if now
+                            else " (`run --resume` continues it)")
 
 
 def _json(path: Path) -> Any:

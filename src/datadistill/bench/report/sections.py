@@ -25,7 +25,7 @@ def _speed_table(suite: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
                      _budget(r.get("budget") or {}), _run_options(r), _threads(r),
                      _num(c.get("median"), 2) if c.get("median") is not None else "unknown",
                      _num(w.get("median"), 2) if w.get("median") is not None else "unknown",
-                     _gib(r.get("peak_rss_bytes")), ratio, also, r.get("status", "?")])
+                     _gib(r.get("peak_rss_bytes")), ratio, also, _state(r)])
     return _table(["row", "method", "dataset", "budget", "run options", "threads",
                    "CPU-s / iteration (median)", "wall s / iteration (median)", "peak RSS",
                    "speed-up (CPU-s)", "also measured", "status"], body)
@@ -70,12 +70,19 @@ def _extra(extra: dict[str, Any]) -> str:
     return "; ".join(f"{k} {fmt(v)}" for k, v in extra.items() if v is not None) or "—"
 
 
+def _state(r: dict[str, Any]) -> str:
+    """The status cell of a row the table has no result for: a row its results mark as started
+    (``running``) may have been interrupted when the report was written, so it says what is known."""
+    st = r.get("status", "?")
+    return "unfinished (started, no result yet)" if st == "running" else st
+
+
 def _accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
     body = []
     for r in rows:
         if r.get("status") != "done":
             body.append([r["id"], (r.get("declared") or {}).get("method", "?")] + [""] * 11
-                        + [r.get("status", "?")])
+                        + [_state(r)])
             continue
         word, why = status(r)
         per = "; ".join(f"{m} {v['mean']:.2f}" for m, v in (r.get("per_model") or {}).items()
