@@ -336,6 +336,11 @@ def test_rows_declaring_a_series_are_drawn_in_their_own_line():
     assert [(p["x"], p["mean"]) for p in lines[("kfs, fixed examples", "fast", "accuracy %")]] == \
         [(10.0, 70.0), (50.0, 75.0)]
     assert ("dm", "fast", "accuracy %") in lines  # rows without one keep their method's line
+    from datadistill.bench.report.figure import caption
+
+    text = caption(_results(rows), {"x": "ipc"})
+    assert "a line per series its rows name (kfs, fixed examples)" in text
+    assert "series its rows name" not in caption(_results(_scaling_rows()), {"x": "ipc"})
 
 
 @pytest.mark.parametrize("value", ['""', "3", '"  "'])

@@ -119,6 +119,11 @@ def caption(suite: dict[str, Any], spec: dict[str, Any]) -> str:
     per = ("(linear scale; threads: the table); one line per row, each one distillation "
            "evaluated at its snapshots" if spec["x"] == "cpu" else
            "(log scale); one line per method and storage")
+    named = sorted({str((r.get("declared") or {}).get("series")) for r in suite["rows"].values()
+                    if (r.get("declared") or {}).get("series")
+                    and any(p["row"] == r["id"] for pts in lines.values() for p in pts)})
+    if named and spec["x"] != "cpu":
+        per += (", and a line per series its rows name (" + "; ".join(named) + ")")
     limit = spec.get("limit")
     return (f"{' / '.join(metric) or 'accuracy %'}: mean over models and seeds (their number "
             f"per point: the table), population std as error bars, against "
