@@ -130,8 +130,11 @@ def test_a_running_row_logs_its_progress_and_list_shows_it(tmp_path, capsys):
         other.kill()
         row_proc.wait()
         other.wait()
-    # a dead pid: interrupted; no run folder on this machine: it says a resume starts over
-    (layout.run_dir("tiny", "dm") / "child.pid").write_text(f"{row_proc.pid}\n")
+    # a dead pid, or a file that names no process: interrupted; no run folder on this machine:
+    # it says a resume starts over
+    for text in (f"{row_proc.pid}\n", "0\n", "-1\n", "", "soon\n"):
+        (layout.run_dir("tiny", "dm") / "child.pid").write_text(text)
+        assert not row_alive(layout.run_dir("tiny", "dm"))
     assert main(["--bench-dir", str(root), "list"]) == 0
     assert "interrupted (seed 0" in capsys.readouterr().out
     shutil.rmtree(layout.run_dir("tiny", "dm"))

@@ -25,7 +25,11 @@ def row_alive(run_dir: Path) -> bool:
     program does not count)."""
     try:
         pid = int((Path(run_dir) / PID_FILE).read_text().split()[0])
+        if pid <= 0:  # (0 or negative would signal a process group)
+            return False
         os.kill(pid, 0)
+    except PermissionError:  # alive, another user's: its command line says whose
+        pass
     except (OSError, ValueError, IndexError):
         return False
     try:
