@@ -352,3 +352,13 @@ def test_a_bad_series_is_a_suite_error(value):
         parse_suite(text, "t")
     ok = parse_suite(text.replace(f"series = {value}", 'series = "dm, named"'), "t")
     assert ok.rows[0].series == "dm, named" and ok.rows[0].declared()["series"] == "dm, named"
+
+
+def test_cpu_cells_give_the_threads_each_part_ran_with():
+    from datadistill.bench.report.cells import _cpu
+
+    row = {**_row("r"), "cpu_s": {"distill": 724.0, "evaluate": 7433.0}, "env": {"threads": 2},
+           "run_resolved": {"distill": {"threads": 1}, "evaluate": {"threads": 2}}}
+    assert _cpu(row) == "724 (1 thr)" and _cpu(row, "evaluate") == "7,433 (2 thr)"
+    row["run_resolved"] = {"distill": None, "evaluate": None}  # (a baseline: nothing resolved)
+    assert _cpu(row) == "724 (2 thr)"

@@ -78,7 +78,9 @@ def _cpu(row: dict[str, Any], part: str = "distill") -> str:
     if c is None:
         w = (row.get("wall_s") or {}).get(part)
         return "unknown" + (f" (wall {_num(w)} s)" if w is not None else "")
-    return f"{_num(c)} ({_threads(row)})"
+    used = ((row.get("run_resolved") or {}).get(part) or {}).get("threads")
+    # the threads that part ran with (a resumed part may have run with others than the row's env)
+    return f"{_num(c)} ({used} thr)" if used else f"{_num(c)} ({_threads(row)})"
 
 
 def _published(row: dict[str, Any]) -> str:
