@@ -362,3 +362,12 @@ def test_cpu_cells_give_the_threads_each_part_ran_with():
     assert _cpu(row) == "724 (1 thr)" and _cpu(row, "evaluate") == "7,433 (2 thr)"
     row["run_resolved"] = {"distill": None, "evaluate": None}  # (a baseline: nothing resolved)
     assert _cpu(row) == "724 (2 thr)"
+
+
+def test_a_repeated_speed_row_left_mid_way_says_how_many_rounds_it_has():
+    from datadistill.bench.report.sections import _state
+
+    row = {"id": "v", "kind": "speed", "status": "running", "declared": {"repeats": 3},
+           "rounds": [{"cpu_s_per_iter": [1.0]}, {"cpu_s_per_iter": [1.1]}]}
+    assert _state(row) == "unfinished (2 of 3 rounds)"
+    assert _state({**row, "status": "done"}) == "done"

@@ -5,8 +5,8 @@ suite's section of ``BENCHMARKS.md``.
 
 Against examples or bytes, one line per series: the rows of one method with the same storage
 precision and label settings (``set`` keys ``storage`` and ``*label*``) and compact layout
-(``compact``) under one protocol (or the rows declaring one ``series`` name), sorted by x; where a series has several rows at one x, the one
-with the most iterations; log-x. Against CPU-seconds, one line per row: the points of its
+(``compact``) under one protocol (or the rows declaring one ``series`` name), sorted by x;
+where a series has several rows at one x, the one with the most iterations; log-x. Against CPU-seconds, one line per row: the points of its
 ``curve`` (one distillation evaluated at its snapshots; a row without a curve is one point);
 linear x, and ``limit`` draws a budget as a vertical line. Each point: the mean with the
 population std (over models and seeds) as an error bar. The protocol is in the figure's
@@ -119,9 +119,8 @@ def caption(suite: dict[str, Any], spec: dict[str, Any]) -> str:
     per = ("(linear scale; threads: the table); one line per row, each one distillation "
            "evaluated at its snapshots" if spec["x"] == "cpu" else
            "(log scale); one line per method and storage")
-    named = sorted({str((r.get("declared") or {}).get("series")) for r in suite["rows"].values()
-                    if (r.get("declared") or {}).get("series")
-                    and any(p["row"] == r["id"] for pts in lines.values() for p in pts)})
+    named = sorted({str(r["declared"]["series"]) for r in suite["rows"].values()
+                    if (r.get("declared") or {}).get("series") and r["id"] in drawn})
     if named and spec["x"] != "cpu":
         per += (", and a line per series its rows name (" + "; ".join(named) + ")")
     limit = spec.get("limit")

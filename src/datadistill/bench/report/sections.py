@@ -74,7 +74,12 @@ def _state(r: dict[str, Any]) -> str:
     """The status cell of a row the table has no result for: a row its results mark as started
     (``running``) may have been interrupted when the report was written, so it says what is known."""
     st = r.get("status", "?")
-    return "unfinished (started, no result yet)" if st == "running" else st
+    if st != "running":
+        return st
+    if r.get("rounds"):  # a repeated speed row: the rounds it has are in the record
+        return (f"unfinished ({len(r['rounds'])} of "
+                f"{(r.get('declared') or {}).get('repeats', '?')} rounds)")
+    return "unfinished (started, no result yet)"
 
 
 def _accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
